@@ -1,0 +1,440 @@
+//! The engine: every call decision, as a pure state machine.
+//!
+//! It takes one [`Input`] at a time (an ARI event, a node re-sync, a failed request) together with the current
+//! time, and returns [`Output`]s (ARI requests to make, calls that ended). Deadlines it needs are kept inside
+//! and exposed through [`Engine::poll_timeout`]; the runtime calls [`Engine::handle_timeout`] when one is due.
+//! No sockets, no clock, no tasks, no locks: a scenario is a unit test that feeds events and reads requests.
+
+mod routing;
+mod timers;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::ari::models::{Channel, ChannelTransfer, Event};
+use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
+
+pub use routing::CallPhase;
+use routing::{Call, Flow, Role};
+use timers::{TimerKind, Timers};
+
+/// Milliseconds on the runtime's monotonic clock.
+pub type Millis = u64;
+
+/// The configured name of an Asterisk node (`[[nodes]] name`).
+pub type NodeName = Arc<str>;
+
+/// The engine's handle for one call. It is also the runtime's ordering key: requests of one call are
+/// executed in the order the engine issued them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallKey(pub u64);
+
+impl fmt::Display for CallKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "call-{}", self.0)
+    }
+}
+
+/// `appArgs` of the channels the engine originates, so that a restarted app recognises them.
+pub const DIALED_LEG_ARG: &str = "dialed";
+
+/// The channel function that puts a PJSIP channel's REFER handling in ARI's hands.
+pub const TRANSFER_HANDLING_VAR: &str = "PJSIP_TRANSFER_HANDLING()";
+
+/// One routing rule: an extension pattern and the dial string it leads to.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pattern: Regex,
+    dial: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("invalid regular expression: {0}")]
+    Pattern(String),
+    #[error("unknown placeholder {{{0}}}: use {{exten}} or a capture group number {{1}}..{{{1}}}")]
+    Placeholder(String, usize),
+    #[error("unbalanced braces in the dial string")]
+    Braces,
+}
+
+impl Route {
+    /// `pattern` must match the whole extension; `dial` may use `{exten}` and capture groups `{1}`, `{2}`...
+    pub fn new(pattern: &str, dial: &str) -> Result<Route, RouteError> {
+        let pattern = Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| RouteError::Pattern(one_line(&e.to_string())))?;
+        let groups = pattern.captures_len() - 1;
+        for placeholder in placeholders(dial)? {
+            let known = placeholder == "exten"
+                || placeholder
+                    .parse::<usize>()
+                    .is_ok_and(|n| (1..=groups).contains(&n));
+            if !known {
+                return Err(RouteError::Placeholder(placeholder.to_owned(), groups));
+            }
+        }
+        Ok(Route {
+            pattern,
+            dial: dial.to_owned(),
+        })
+    }
+
+    /// The dial string for `exten`, if this route matches it.
+    pub fn dial_string(&self, exten: &str) -> Option<String> {
+        let captures = self.pattern.captures(exten)?;
+        let mut out = self.dial.clone();
+        // Placeholders were validated in `new`, so every one has a value here.
+        for placeholder in placeholders(&self.dial).ok()? {
+            let value = match placeholder {
+                "exten" => exten,
+                n => captures.get(n.parse().ok()?).map_or("", |m| m.as_str()),
+            };
+            out = out.replacen(&format!("{{{placeholder}}}"), value, 1);
+        }
+        Some(out)
+    }
+}
+
+/// Folds a multi-line message (regex errors draw a caret under the pattern) into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The names between braces in a dial string template.
+fn placeholders(template: &str) -> Result<Vec<&str>, RouteError> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or(RouteError::Braces)?;
+        if after[..close].contains('{') {
+            return Err(RouteError::Braces);
+        }
+        found.push(&after[..close]);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(RouteError::Braces);
+    }
+    Ok(found)
+}
+
+/// What the engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Makes the ids of bridges and channels this instance creates unique across instances and restarts.
+    pub instance: String,
+    /// Tried in order; the first that matches the dialed extension wins.
+    pub routes: Vec<Route>,
+    /// How long a dialed party may ring before the call fails with "no answer".
+    pub ring_timeout: Millis,
+}
+
+/// One input to the engine.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An event from a node's websocket.
+    Event { node: NodeName, event: Event },
+    /// The node's websocket (re)connected; `channels` is what `GET /channels` answered right after.
+    NodeSynced {
+        node: NodeName,
+        channels: Vec<Channel>,
+    },
+    /// An ARI request the engine issued failed.
+    RequestFailed {
+        node: NodeName,
+        call: CallKey,
+        request: AriRequest,
+        /// The HTTP status, if Asterisk answered at all.
+        status: Option<u16>,
+        message: String,
+    },
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Execute this request on `node`, after every earlier request of the same call.
+    Ari {
+        node: NodeName,
+        call: CallKey,
+        request: AriRequest,
+    },
+    /// The call is over: once its queued requests are done, nothing more will come for it.
+    CallEnded { call: CallKey },
+}
+
+/// The side effects of handling one input, collected while the engine's call table is borrowed.
+pub(crate) struct Effects<'a> {
+    pub now: Millis,
+    pub config: &'a EngineConfig,
+    pub timers: &'a mut Timers,
+    pub out: &'a mut Vec<Output>,
+}
+
+impl Effects<'_> {
+    pub fn request(&mut self, call: &Call, request: AriRequest) {
+        self.out.push(Output::Ari {
+            node: call.node.clone(),
+            call: call.key,
+            request,
+        });
+    }
+}
+
+/// The whole state of the service's calls.
+pub struct Engine {
+    config: EngineConfig,
+    calls: HashMap<CallKey, Call>,
+    /// Which call each known channel belongs to, by node and channel id.
+    legs: HashMap<(NodeName, String), CallKey>,
+    timers: Timers,
+    next_key: u64,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            calls: HashMap::new(),
+            legs: HashMap::new(),
+            timers: Timers::default(),
+            next_key: 1,
+        }
+    }
+
+    /// The earliest time at which [`Engine::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.next()
+    }
+
+    /// Calls in progress.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The phase of the call a channel belongs to, for status reporting.
+    pub fn phase_of(&self, node: &str, channel: &str) -> Option<CallPhase> {
+        let key = self.legs.get(&(NodeName::from(node), channel.to_owned()))?;
+        self.calls.get(key).map(Call::phase)
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Event { node, event } => self.on_event(now, node, event, &mut out),
+            Input::NodeSynced { node, channels } => self.on_synced(now, node, channels, &mut out),
+            Input::RequestFailed {
+                call,
+                request,
+                status,
+                message,
+                ..
+            } => {
+                if request.done_if_missing() && status == Some(404) {
+                    tracing::debug!(%call, target = request.target(), "already gone");
+                } else {
+                    tracing::warn!(%call, ?request, ?status, %message, "ARI request failed");
+                    self.with_call(now, call, &mut out, |call, fx| {
+                        call.on_request_failed(&request, status, fx)
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Fires every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Millis) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some((call, kind)) = self.timers.pop_due(now) {
+            self.with_call(now, call, &mut out, |call, fx| match kind {
+                TimerKind::RingTimeout => call.on_ring_timeout(fx),
+            });
+        }
+        out
+    }
+
+    fn on_event(&mut self, now: Millis, node: NodeName, event: Event, out: &mut Vec<Output>) {
+        if let Event::ChannelTransfer(transfer) = &event {
+            return self.on_channel_transfer(&node, transfer, out);
+        }
+        let Some(channel) = event.channel() else {
+            return;
+        };
+        let known = self.legs.get(&(node.clone(), channel.id.clone())).copied();
+        match (known, &event) {
+            (Some(key), _) => {
+                let role = self.calls[&key].role_of(&channel.id);
+                self.with_call(now, key, out, |call, fx| call.on_event(role, &event, fx));
+            }
+            (None, Event::StasisStart(start)) => self.on_new_channel(now, node, start, out),
+            (None, _) => tracing::trace!(channel = %channel.id, "event for a channel of no call"),
+        }
+    }
+
+    /// A channel entered the app that no call knows: a new inbound call, or a leftover of an earlier run.
+    fn on_new_channel(
+        &mut self,
+        now: Millis,
+        node: NodeName,
+        start: &crate::ari::models::StasisStart,
+        out: &mut Vec<Output>,
+    ) {
+        let key = CallKey(self.next_key);
+        self.next_key += 1;
+        let channel = &start.channel;
+        if start.args.first().map(String::as_str) == Some(DIALED_LEG_ARG) {
+            tracing::warn!(channel = %channel.id, "a leg dialed by an earlier run entered the app; hanging it up");
+            out.push(Output::Ari {
+                node,
+                call: key,
+                request: AriRequest::Hangup {
+                    channel: channel.id.clone(),
+                    cause: HangupCause::NORMAL_CLEARING,
+                },
+            });
+            out.push(Output::CallEnded { call: key });
+            return;
+        }
+        let exten = start
+            .args
+            .first()
+            .map(String::as_str)
+            .filter(|a| !a.is_empty())
+            .or(channel.dialed_exten())
+            .unwrap_or_default();
+        let dial = self
+            .config
+            .routes
+            .iter()
+            .find_map(|route| route.dial_string(exten));
+        let Some(dial) = dial else {
+            tracing::info!(%key, channel = %channel.id, exten, "no route for the extension");
+            out.push(Output::Ari {
+                node,
+                call: key,
+                request: AriRequest::Hangup {
+                    channel: channel.id.clone(),
+                    cause: HangupCause::UNALLOCATED,
+                },
+            });
+            out.push(Output::CallEnded { call: key });
+            return;
+        };
+        let base = format!("{}-{}", self.config.instance, key.0);
+        let call = Call::new(
+            key,
+            node.clone(),
+            channel,
+            format!("{base}-b"),
+            format!("{base}-bridge"),
+        );
+        tracing::info!(%key, caller = %channel.id, exten, %dial, "routing call");
+        self.legs.insert((node.clone(), call.caller.clone()), key);
+        self.legs.insert((node, call.callee.clone()), key);
+        let mut fx = Effects {
+            now,
+            config: &self.config,
+            timers: &mut self.timers,
+            out,
+        };
+        let mut call = call;
+        call.start(&dial, &mut fx);
+        self.calls.insert(key, call);
+    }
+
+    /// A REFER. Transfers are not handled yet: the phone is told at once that it was declined (NOTIFY 603),
+    /// so it never waits out the subscription. Follow-up events (with a `state`) and the echo Asterisk sends
+    /// after a transferer hung up (its channel is no longer in a call) start nothing.
+    fn on_channel_transfer(
+        &mut self,
+        node: &NodeName,
+        transfer: &ChannelTransfer,
+        out: &mut Vec<Output>,
+    ) {
+        let source = &transfer.referred_by.source_channel.id;
+        let Some(&key) = self.legs.get(&(node.clone(), source.clone())) else {
+            return;
+        };
+        if transfer.state.is_some() {
+            return;
+        }
+        tracing::info!(%key, channel = %source, "REFER declined: transfers are not handled yet");
+        out.push(Output::Ari {
+            node: node.clone(),
+            call: key,
+            request: AriRequest::TransferProgress {
+                channel: source.clone(),
+                state: TransferProgress::Declined,
+            },
+        });
+    }
+
+    /// After a (re)connect: a call whose channels vanished while the websocket was down is ended as if
+    /// their hangup had been seen.
+    fn on_synced(
+        &mut self,
+        now: Millis,
+        node: NodeName,
+        channels: Vec<Channel>,
+        out: &mut Vec<Output>,
+    ) {
+        let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
+        let mut vanished: Vec<(CallKey, Role)> = self
+            .calls
+            .values()
+            .filter(|call| call.node == node)
+            .filter_map(|call| {
+                call.legs_to_check_after_sync()
+                    .into_iter()
+                    .find(|(_, id)| !present.contains(id.as_str()))
+                    .map(|(role, _)| (call.key, role))
+            })
+            .collect();
+        vanished.sort();
+        for (key, role) in vanished {
+            tracing::info!(%key, ?role, "leg vanished while the websocket was down");
+            self.with_call(now, key, out, |call, fx| call.on_leg_gone(role, 0, fx));
+        }
+    }
+
+    /// Runs `f` on a call with the effects context, and forgets the call when it ends.
+    fn with_call(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        out: &mut Vec<Output>,
+        f: impl FnOnce(&mut Call, &mut Effects) -> Flow,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let mut fx = Effects {
+            now,
+            config: &self.config,
+            timers: &mut self.timers,
+            out,
+        };
+        if f(call, &mut fx) == Flow::Continue {
+            return;
+        }
+        if let Some(call) = self.calls.remove(&key) {
+            call.cancel_timers(&mut self.timers);
+            self.legs.remove(&(call.node.clone(), call.caller.clone()));
+            self.legs.remove(&(call.node.clone(), call.callee.clone()));
+            out.push(Output::CallEnded { call: key });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

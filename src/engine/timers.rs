@@ -1,0 +1,68 @@
+//! Deadlines the engine asked for. Time is an input: the runtime asks [`Timers::next`] when to wake the
+//! engine, and the engine pops what is due at the `now` it is given.
+
+use std::collections::BTreeSet;
+
+use super::{CallKey, Millis};
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// The dialed party did not answer in time.
+    RingTimeout,
+}
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    due: BTreeSet<(Millis, CallKey, TimerKind)>,
+}
+
+impl Timers {
+    pub fn arm(&mut self, at: Millis, call: CallKey, kind: TimerKind) {
+        self.due.insert((at, call, kind));
+    }
+
+    pub fn cancel(&mut self, at: Millis, call: CallKey, kind: TimerKind) {
+        self.due.remove(&(at, call, kind));
+    }
+
+    /// The earliest deadline, if any.
+    pub fn next(&self) -> Option<Millis> {
+        self.due.first().map(|(at, _, _)| *at)
+    }
+
+    /// Removes and returns the first deadline that is due at `now`.
+    pub fn pop_due(&mut self, now: Millis) -> Option<(CallKey, TimerKind)> {
+        match self.due.first() {
+            Some(&(at, call, kind)) if at <= now => {
+                self.due.pop_first();
+                Some((call, kind))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pops_in_deadline_order_and_only_when_due() {
+        let mut timers = Timers::default();
+        timers.arm(300, CallKey(2), TimerKind::RingTimeout);
+        timers.arm(100, CallKey(1), TimerKind::RingTimeout);
+        assert_eq!(timers.next(), Some(100));
+        assert_eq!(timers.pop_due(99), None);
+        assert_eq!(
+            timers.pop_due(100),
+            Some((CallKey(1), TimerKind::RingTimeout))
+        );
+        timers.cancel(300, CallKey(2), TimerKind::RingTimeout);
+        assert!(timers.is_empty());
+    }
+}

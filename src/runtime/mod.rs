@@ -1,0 +1,149 @@
+//! The IO shell: owns the loop that feeds the engine and carries out what it asks.
+//!
+//! Inputs come from every node's websocket ([`crate::ari::stream`]), from failed requests, and from the
+//! engine's own deadlines. Each goes through [`Engine::handle`] on this one task, in arrival order; the
+//! outputs are ARI requests, run per call in order by [`lanes::Lanes`]. This is the only place that decides
+//! concurrency; the engine never sees it.
+
+pub mod health;
+mod lanes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use crate::ari::client::{AriClient, AriError};
+use crate::ari::stream::{self, NodeSignal};
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, Input, NodeName, Output};
+use health::{Health, NodeHealth};
+use lanes::{Failure, Lanes};
+
+/// Runs the service until `shutdown` turns true. Fails only at start: on wrong ARI credentials (retrying
+/// cannot fix them) or when the HTTP listener cannot be bound. An unreachable node is retried forever.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut clients = HashMap::new();
+    for node in &config.nodes {
+        let password = node.password().map_err(anyhow::Error::msg)?;
+        let client = AriClient::new(&node.url, &config.app, &node.username, &password)?;
+        match client.check().await {
+            Ok(()) => {}
+            Err(error @ AriError::Unauthorized { .. }) => bail!("node {}: {error}", node.name),
+            Err(error) => tracing::error!(node = %node.name, "{error}; will keep retrying"),
+        }
+        clients.insert(NodeName::from(node.name.as_str()), client);
+    }
+
+    let health = Arc::new(Health::new(config.nodes.iter().map(|n| n.name.as_str())));
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
+    let app = crate::http::router(health.clone());
+    let mut http_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_shutdown.changed().await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+
+    let (node_tx, node_rx) = mpsc::channel(4096);
+    for (node, client) in &clients {
+        tokio::spawn(stream::follow(
+            node.clone(),
+            client.clone(),
+            node_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(node_tx);
+
+    let engine = Engine::new(EngineConfig {
+        instance: instance_tag(),
+        routes: config.routes.clone(),
+        ring_timeout: config.ring_timeout,
+    });
+    tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
+    drive(engine, clients, node_rx, health, shutdown).await;
+    Ok(())
+}
+
+/// The loop: one input at a time into the engine, its outputs out to the lanes.
+async fn drive(
+    mut engine: Engine,
+    clients: HashMap<NodeName, AriClient>,
+    mut node_rx: mpsc::Receiver<(NodeName, NodeSignal)>,
+    health: Arc<Health>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (failure_tx, mut failure_rx) = mpsc::channel::<Failure>(1024);
+    let mut lanes = Lanes::new(clients, failure_tx);
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    // Far enough to never fire; used when the engine has no deadline.
+    let idle = Duration::from_secs(3600);
+
+    loop {
+        let wake = engine.poll_timeout().map_or(Instant::now() + idle, |at| {
+            start + Duration::from_millis(at)
+        });
+        let outputs = tokio::select! {
+            signal = node_rx.recv() => {
+                let Some((node, signal)) = signal else { return };
+                let input = match signal {
+                    NodeSignal::Event(event) => Input::Event { node, event },
+                    NodeSignal::Synced { channels } => {
+                        health.set(&node, NodeHealth { connected: true, error: None });
+                        Input::NodeSynced { node, channels }
+                    }
+                    NodeSignal::Disconnected { reason } => {
+                        health.set(&node, NodeHealth { connected: false, error: Some(reason) });
+                        continue;
+                    }
+                };
+                engine.handle(now(), input)
+            }
+            Some(failure) = failure_rx.recv() => {
+                let input = Input::RequestFailed {
+                    node: failure.node,
+                    call: failure.call,
+                    status: failure.error.status(),
+                    message: failure.error.to_string(),
+                    request: failure.request,
+                };
+                engine.handle(now(), input)
+            }
+            _ = sleep_until(wake) => engine.handle_timeout(now()),
+            _ = shutdown.changed() => return,
+        };
+        for output in outputs {
+            match output {
+                Output::Ari {
+                    node,
+                    call,
+                    request,
+                } => lanes.submit(call, node, request),
+                Output::CallEnded { call } => lanes.close(call),
+            }
+        }
+    }
+}
+
+/// A short random tag that makes the ids this run creates unique (across restarts and instances).
+fn instance_tag() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
