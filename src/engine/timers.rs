@@ -41,10 +41,6 @@ impl Timers {
             _ => None,
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.due.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -63,6 +59,6 @@ mod tests {
             Some((CallKey(1), TimerKind::RingTimeout))
         );
         timers.cancel(300, CallKey(2), TimerKind::RingTimeout);
-        assert!(timers.is_empty());
+        assert_eq!(timers.next(), None);
     }
 }

@@ -1,0 +1,192 @@
+//! Call routing (R1–R3) end to end: a real Asterisk 22 from the lab, the real binary, SIPp phones.
+//! Every test ends by checking that no channel or bridge is left in Asterisk.
+
+mod lab;
+
+use std::time::Duration;
+
+use lab::{assert_nothing_left, scratch, serial, wait_for_bridge, App, AppSettings, Phone};
+
+/// A registered callee phone running `scenario` on its own port.
+async fn callee(
+    dir: &std::path::Path,
+    node: &lab::Node,
+    user: &str,
+    scenario: &str,
+    keys: &[(&str, &str)],
+) -> Phone {
+    let port = lab::free_udp_port();
+    Phone::register(dir, node, user, port).await;
+    Phone::start(dir, node, scenario, user, user, port, keys)
+}
+
+fn caller(
+    dir: &std::path::Path,
+    node: &lab::Node,
+    scenario: &str,
+    exten: &str,
+    keys: &[(&str, &str)],
+) -> Phone {
+    Phone::start(
+        dir,
+        node,
+        scenario,
+        exten,
+        "alice",
+        lab::free_udp_port(),
+        keys,
+    )
+}
+
+#[tokio::test]
+async fn r1_caller_hears_ringing_and_both_legs_share_one_bridge() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r1_bridge");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // uac_talk requires a 180 before the 200: the caller hears ringing.
+    let alice = caller(&dir, &node, "uac_talk.xml", "bob", &[("hold_ms", "2000")]);
+
+    let bridge = wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    assert_eq!(bridge.len(), 2);
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_busy_callee_gives_the_caller_486() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r2_busy");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    let bob = callee(&dir, &node, "bob", "uas_busy.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_expect_486.xml", "bob", &[]);
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_declined_callee_gives_the_caller_the_rejection() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r2_declined");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    // A 603 from the callee is cause 21 (call rejected), which Asterisk answers to the caller as 403.
+    let bob = callee(&dir, &node, "bob", "uas_decline.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_expect_403.xml", "bob", &[]);
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_no_answer_within_the_ring_timeout_gives_480_and_cancels_the_callee() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r2_no_answer");
+    let mut settings = AppSettings::for_node(&node);
+    settings.ring_timeout_secs = 2.0;
+    let _app = App::start(&dir, &settings).await;
+
+    // The callee rings until it is cancelled (it expects the CANCEL).
+    let bob = callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_expect_480.xml", "bob", &[]);
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_unknown_extension_gives_404() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r2_unknown_extension");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    // No route matches digits (the test routes are letters only).
+    caller(&dir, &node, "uac_expect_404.xml", "12345", &[])
+        .expect_success()
+        .await;
+    // A route matches, but it names no endpoint.
+    caller(&dir, &node, "uac_expect_404.xml", "nosuchphone", &[])
+        .expect_success()
+        .await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_caller_cancels_while_ringing_and_the_callee_is_cancelled() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r2_cancel");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    let bob = callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_cancel.xml", "bob", &[]);
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r3_callee_hangs_up_and_the_caller_is_hung_up() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r3_callee_hangs_up");
+    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    let bob = callee(&dir, &node, "bob", "uas_answer_then_bye.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    bob.expect_success().await;
+    alice.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r3_app_reconnects_after_asterisk_restarts_and_the_next_call_works() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("r3_asterisk_restart");
+    let app = App::start(&dir, &AppSettings::for_node(&node)).await;
+
+    lab::kill_node(1);
+    app.wait_ready(false).await;
+    lab::start_node(1);
+    app.wait_ready(true).await;
+
+    let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let alice = caller(&dir, &node, "uac_talk.xml", "bob", &[("hold_ms", "1000")]);
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+    assert!(app.log().contains("events websocket connected"));
+}
+
+#[tokio::test]
+async fn wrong_ari_credentials_give_one_clear_error_line() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("wrong_credentials");
+    let mut app = App::spawn(&dir, &AppSettings::for_node(&node), "not-the-password");
+    let code = app.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1));
+    let log = app.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(
+        errors,
+        vec![format!(
+            "error: node node1: ARI at {} rejected the credentials of user 'ari-transfer' (401 Unauthorized)",
+            node.ari_url()
+        )],
+        "log:\n{log}"
+    );
+    assert!(!log.contains("panicked"));
+}

@@ -1,0 +1,418 @@
+//! The end-to-end test harness: a real Asterisk from the lab (`scripts/lab`), the real `ari-transfer`
+//! binary, and SIPp phones.
+//!
+//! Tests of one binary run one at a time ([`serial`]): they share the Asterisk node, and each ends by
+//! checking that nothing of the app is left in it. Every SIPp phone gets its own UDP ports, because Asterisk
+//! keeps retransmitting to a port for ~32 s after a failed test.
+
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio::time::{sleep, Instant};
+
+pub const ARI_USER: &str = "ari-transfer";
+pub const ARI_PASSWORD: &str = "ari-transfer-dev";
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Holds the lab for one test.
+pub async fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory for one test's files (config, SIPp traces).
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("ari-transfer-tests").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free UDP port on loopback (even, so that SIPp's RTP/RTCP pair fits).
+pub fn free_udp_port() -> u16 {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        if port % 2 == 0 && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One Asterisk instance of the lab.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub n: u16,
+    pub name: String,
+    pub sip_port: u16,
+    pub http_port: u16,
+}
+
+impl Node {
+    pub fn ari_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+fn lab(args: &[&str]) {
+    let status = std::process::Command::new("bash")
+        .arg(repo().join("scripts/lab"))
+        .args(args)
+        .status()
+        .expect("run scripts/lab");
+    assert!(status.success(), "scripts/lab {args:?} failed");
+}
+
+/// Node `n`, started if it is not running (once per test binary; `scripts/lab start` is idempotent).
+pub fn node(n: u16) -> Node {
+    static STARTED: StdMutex<Vec<u16>> = StdMutex::new(Vec::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !started.contains(&n) {
+        lab(&["start", &n.to_string()]);
+        started.push(n);
+    }
+    node_info(n)
+}
+
+fn node_info(n: u16) -> Node {
+    Node {
+        n,
+        name: format!("node{n}"),
+        sip_port: 5060 + 100 * (n - 1),
+        http_port: 8088 + 100 * (n - 1),
+    }
+}
+
+/// SIGKILLs node `n` (a crash), and starts it again.
+pub fn kill_node(n: u16) {
+    lab(&["kill", &n.to_string()]);
+}
+
+pub fn start_node(n: u16) {
+    lab(&["start", &n.to_string()]);
+}
+
+/// `GET /ari{path}` on a node.
+pub async fn ari_get(node: &Node, path: &str) -> Value {
+    let url = format!("{}/ari{path}", node.ari_url());
+    let response = reqwest::Client::new()
+        .get(&url)
+        .basic_auth(ARI_USER, Some(ARI_PASSWORD))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// Polls `probe` every 50 ms until it gives a value or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The names of the channels in each bridge of the node.
+pub async fn bridges_by_channel_name(node: &Node) -> Vec<Vec<String>> {
+    let channels = ari_get(node, "/channels").await;
+    let name_of = |id: &str| {
+        channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| format!("<gone {id}>"))
+    };
+    let bridges = ari_get(node, "/bridges").await;
+    bridges
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let mut names: Vec<String> = b["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| name_of(id.as_str().unwrap()))
+                .collect();
+            names.sort();
+            names
+        })
+        .collect()
+}
+
+/// Waits until a bridge holds exactly channels whose names start with `prefixes` (e.g. `PJSIP/alice-`).
+pub async fn wait_for_bridge(node: &Node, prefixes: &[&str]) -> Vec<String> {
+    let mut wanted: Vec<&str> = prefixes.to_vec();
+    wanted.sort();
+    eventually(
+        Duration::from_secs(10),
+        &format!("a bridge of {wanted:?}"),
+        || async {
+            bridges_by_channel_name(node)
+                .await
+                .into_iter()
+                .find(|names| {
+                    names.len() == wanted.len()
+                        && names
+                            .iter()
+                            .zip(&wanted)
+                            .all(|(name, prefix)| name.starts_with(prefix))
+                })
+        },
+    )
+    .await
+}
+
+/// After a test: no channel and no bridge is left in the node (allowing a few seconds for hangups).
+pub async fn assert_nothing_left(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let channels = ari_get(node, "/channels").await;
+        let bridges = ari_get(node, "/bridges").await;
+        let clean =
+            channels.as_array().unwrap().is_empty() && bridges.as_array().unwrap().is_empty();
+        if clean {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind in {}: channels {channels} bridges {bridges}",
+            node.name
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Settings of the app under test.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub ring_timeout_secs: f64,
+    /// The node list as (name, url, username, password env var).
+    pub nodes: Vec<(String, String, String, String)>,
+}
+
+impl AppSettings {
+    pub fn for_node(node: &Node) -> AppSettings {
+        AppSettings {
+            ring_timeout_secs: 30.0,
+            nodes: vec![(
+                node.name.clone(),
+                node.ari_url(),
+                ARI_USER.to_owned(),
+                "ARI_PASSWORD".to_owned(),
+            )],
+        }
+    }
+
+    fn toml(&self, http_port: u16) -> String {
+        let mut text = format!(
+            "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [timeouts]\nring = {}\n\
+             [[routes]]\nmatch = \"[a-z]+\"\ndial = \"PJSIP/{{exten}}\"\n",
+            self.ring_timeout_secs
+        );
+        for (name, url, user, env) in &self.nodes {
+            text.push_str(&format!(
+                "[[nodes]]\nname = \"{name}\"\nurl = \"{url}\"\nusername = \"{user}\"\npassword_env = \"{env}\"\n"
+            ));
+        }
+        text
+    }
+}
+
+/// The `ari-transfer` binary, running with a generated config. Killed on drop.
+pub struct App {
+    child: Child,
+    pub http_port: u16,
+    pub stderr_path: PathBuf,
+}
+
+impl App {
+    /// Starts the app and waits until `/readyz` says every node is connected.
+    pub async fn start(dir: &Path, settings: &AppSettings) -> App {
+        let app = App::spawn(dir, settings, ARI_PASSWORD);
+        app.wait_ready(true).await;
+        app
+    }
+
+    /// Starts the app without waiting for it.
+    pub fn spawn(dir: &Path, settings: &AppSettings, password: &str) -> App {
+        let http_port = free_tcp_port();
+        let config = dir.join("ari-transfer.toml");
+        std::fs::write(&config, settings.toml(http_port)).unwrap();
+        let stderr_path = dir.join("app.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("ARI_PASSWORD", password)
+            .env("RUST_LOG", "info,ari_transfer=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ari-transfer");
+        App {
+            child,
+            http_port,
+            stderr_path,
+        }
+    }
+
+    pub async fn readyz(&self) -> Option<(u16, Value)> {
+        let url = format!("http://127.0.0.1:{}/readyz", self.http_port);
+        let response = reqwest::get(&url).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
+    }
+
+    /// Waits until `/readyz` reports `ready`.
+    pub async fn wait_ready(&self, ready: bool) {
+        let what = format!("/readyz ready={ready}; app log:\n{}", self.log());
+        eventually(Duration::from_secs(15), &what, || async {
+            let (status, body) = self.readyz().await?;
+            (body["ready"] == ready && (status == 200) == ready).then_some(())
+        })
+        .await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Whether the process has exited, with its code.
+    pub fn try_exit_code(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().unwrap().map(|status| status.code())
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("the app did not exit")
+            .unwrap()
+            .code()
+    }
+}
+
+/// A SIPp phone running one scenario of `tests/sipp/`.
+pub struct Phone {
+    child: Child,
+    pub name: String,
+    pub port: u16,
+    trace: PathBuf,
+}
+
+impl Phone {
+    /// Starts `scenario` as user `from`, calling (or registering as) `service`, on its own ports.
+    /// `keys` become SIPp `-key name value` pairs.
+    pub fn start(
+        dir: &Path,
+        node: &Node,
+        scenario: &str,
+        service: &str,
+        from: &str,
+        port: u16,
+        keys: &[(&str, &str)],
+    ) -> Phone {
+        let name = format!("{}-{}", scenario.trim_end_matches(".xml"), port);
+        let trace = dir.join(format!("{name}.messages.log"));
+        let errors = dir.join(format!("{name}.errors.log"));
+        let mut command = Command::new("sipp");
+        command
+            .arg(format!("127.0.0.1:{}", node.sip_port))
+            .arg("-sf")
+            .arg(repo().join("tests/sipp").join(scenario))
+            .args(["-s", service, "-key", "from", from])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &free_udp_port().to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&trace)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errors);
+        for (key, value) in keys {
+            command.args(["-key", key, value]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sipp (is the sip-tester package installed? run scripts/lab install)");
+        Phone {
+            child,
+            name,
+            port,
+            trace,
+        }
+    }
+
+    /// Registers `user` with a contact on `port`, so that Asterisk can dial `PJSIP/user` to that port.
+    pub async fn register(dir: &Path, node: &Node, user: &str, port: u16) {
+        Phone::start(dir, node, "register.xml", user, user, port, &[])
+            .expect_success()
+            .await;
+    }
+
+    /// Waits for the scenario to end and asserts it passed: every message it expects came, in order.
+    pub async fn expect_success(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} did not finish; trace:\n{}",
+                    self.name,
+                    self.trace_text()
+                )
+            })
+            .unwrap();
+        assert!(
+            status.success(),
+            "{} failed ({status}); SIP trace:\n{}",
+            self.name,
+            self.trace_text()
+        );
+    }
+
+    /// The SIP messages the phone sent and received so far.
+    pub fn trace_text(&self) -> String {
+        std::fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+}
