@@ -13,11 +13,11 @@ async fn callee(
     node: &lab::Node,
     user: &str,
     scenario: &str,
-    keys: &[(&str, &str)],
+    extra: &[&str],
 ) -> Phone {
     let port = lab::free_udp_port();
     Phone::register(dir, node, user, port).await;
-    Phone::start(dir, node, scenario, user, user, port, keys)
+    Phone::start(dir, node, scenario, user, user, port, extra)
 }
 
 fn caller(
@@ -25,7 +25,7 @@ fn caller(
     node: &lab::Node,
     scenario: &str,
     exten: &str,
-    keys: &[(&str, &str)],
+    extra: &[&str],
 ) -> Phone {
     Phone::start(
         dir,
@@ -34,7 +34,7 @@ fn caller(
         exten,
         "alice",
         lab::free_udp_port(),
-        keys,
+        extra,
     )
 }
 
@@ -47,7 +47,13 @@ async fn r1_caller_hears_ringing_and_both_legs_share_one_bridge() {
 
     let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     // uac_talk requires a 180 before the 200: the caller hears ringing.
-    let alice = caller(&dir, &node, "uac_talk.xml", "bob", &[("hold_ms", "2000")]);
+    let alice = caller(
+        &dir,
+        &node,
+        "uac_talk.xml",
+        "bob",
+        &["-set", "hold_ms", "2000"],
+    );
 
     let bridge = wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
     assert_eq!(bridge.len(), 2);
@@ -162,7 +168,13 @@ async fn r3_app_reconnects_after_asterisk_restarts_and_the_next_call_works() {
     app.wait_ready(true).await;
 
     let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_talk.xml", "bob", &[("hold_ms", "1000")]);
+    let alice = caller(
+        &dir,
+        &node,
+        "uac_talk.xml",
+        "bob",
+        &["-set", "hold_ms", "1000"],
+    );
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
     alice.expect_success().await;
     bob.expect_success().await;

@@ -320,7 +320,7 @@ impl Engine {
             .iter()
             .find_map(|route| route.dial_string(exten));
         let Some(dial) = dial else {
-            tracing::info!(%key, channel = %channel.id, exten, "no route for the extension");
+            tracing::info!(call = %key, channel = %channel.id, exten, "no route for the extension");
             out.push(Output::Ari {
                 node,
                 call: key,
@@ -340,7 +340,7 @@ impl Engine {
             format!("{base}-b"),
             format!("{base}-bridge"),
         );
-        tracing::info!(%key, caller = %channel.id, exten, %dial, "routing call");
+        tracing::info!(call = %key, caller = %channel.id, exten, %dial, "routing call");
         self.legs.insert((node.clone(), call.caller.clone()), key);
         self.legs.insert((node, call.callee.clone()), key);
         let mut fx = Effects {
@@ -370,7 +370,7 @@ impl Engine {
         if transfer.state.is_some() {
             return;
         }
-        tracing::info!(%key, channel = %source, "REFER declined: transfers are not handled yet");
+        tracing::info!(call = %key, channel = %source, "REFER declined: transfers are not handled yet");
         out.push(Output::Ari {
             node: node.clone(),
             call: key,
@@ -404,7 +404,7 @@ impl Engine {
             .collect();
         vanished.sort();
         for (key, role) in vanished {
-            tracing::info!(%key, ?role, "leg vanished while the websocket was down");
+            tracing::info!(call = %key, ?role, "leg vanished while the websocket was down");
             self.with_call(now, key, out, |call, fx| call.on_leg_gone(role, 0, fx));
         }
     }

@@ -12,7 +12,7 @@
 //! | phase     | input                                  | outcome                                                     |
 //! |-----------|----------------------------------------|-------------------------------------------------------------|
 //! | Dialing   | callee rings (Dial RINGING, PROGRESS)  | nothing: the caller already hears ringing                   |
-//! | Dialing   | callee answers (its StasisStart)       | answer the caller, create the bridge, add both → Connected  |
+//! | Dialing   | callee answers (state Up, Dial ANSWER) | answer the caller, create the bridge, add both → Connected  |
 //! | Dialing   | Dial failure status (BUSY, ...)        | remember it as the cause, if the callee's hangup has none   |
 //! | Dialing   | callee hangs up / is destroyed         | hang up the caller with the callee's cause → ended          |
 //! | Dialing   | caller hangs up                        | hang up the callee (SIP CANCEL) → ended                     |
@@ -172,8 +172,14 @@ impl Call {
 
     pub fn on_event(&mut self, role: Role, event: &Event, fx: &mut Effects) -> Flow {
         match event {
-            Event::StasisStart(_) if role == Role::Callee => self.on_callee_answered(fx),
+            // A created channel is in the app (StasisStart) from the start; it answers when it goes Up.
+            Event::ChannelStateChange(e) if role == Role::Callee && e.channel.state == "Up" => {
+                self.on_callee_answered(fx)
+            }
             Event::Dial(dial) if role == Role::Callee => {
+                if dial.dialstatus == "ANSWER" {
+                    return self.on_callee_answered(fx);
+                }
                 if let Phase::Dialing { failure, .. } = &mut self.phase {
                     if let Some(cause) = dial_failure_cause(&dial.dialstatus) {
                         *failure = Some(cause);
@@ -195,7 +201,7 @@ impl Call {
         fx.timers
             .cancel(ring_deadline, self.key, TimerKind::RingTimeout);
         self.phase = Phase::Connected;
-        tracing::info!(key = %self.key, "callee answered; bridging");
+        tracing::info!(call = %self.key, "callee answered; bridging");
         fx.request(
             self,
             AriRequest::Answer {
@@ -221,7 +227,7 @@ impl Call {
 
     /// A leg hung up (or vanished). `cause` is its Q.850 cause, 0 when unknown.
     pub fn on_leg_gone(&mut self, role: Role, cause: i32, fx: &mut Effects) -> Flow {
-        tracing::info!(key = %self.key, ?role, cause, "leg hung up");
+        tracing::info!(call = %self.key, ?role, cause, "leg hung up");
         match (&self.phase, role) {
             (Phase::Dialing { failure, .. }, Role::Callee) => {
                 let cause = match cause {
@@ -248,7 +254,7 @@ impl Call {
         if !matches!(self.phase, Phase::Dialing { .. }) {
             return Flow::Continue;
         }
-        tracing::info!(key = %self.key, "no answer before the ring timeout");
+        tracing::info!(call = %self.key, "no answer before the ring timeout");
         self.hang_up(Role::Callee, HangupCause::NO_ANSWER, fx);
         self.hang_up(Role::Caller, HangupCause::NO_ANSWER, fx);
         self.end(fx)
@@ -265,10 +271,9 @@ impl Call {
         let cause = match request {
             // Setting the transfer mode is best effort: the call works without it.
             AriRequest::SetVariable { .. } => return Flow::Continue,
-            // The dial string names no such endpoint.
-            AriRequest::CreateChannel { .. } if matches!(status, Some(400 | 404)) => {
-                HangupCause::UNALLOCATED
-            }
+            // Asterisk could not create a channel for the dial string: it names no endpoint, or one with
+            // no contact (both answer 500 "Allocation failed"). The caller hears 404.
+            AriRequest::CreateChannel { .. } if status.is_some() => HangupCause::UNALLOCATED,
             _ if matches!(self.phase, Phase::Dialing { .. }) => HangupCause::CONGESTION,
             _ => HangupCause::FAILURE,
         };

@@ -88,9 +88,15 @@ fn dialing() -> (Engine, String) {
     (engine, callee)
 }
 
+fn state_change(id: &str, state: &str) -> Input {
+    let mut channel = channel(id);
+    channel["state"] = json!(state);
+    event(json!({"type": "ChannelStateChange", "channel": channel}))
+}
+
 fn connected() -> (Engine, String) {
     let (mut engine, callee) = dialing();
-    engine.handle(100, stasis_start(&callee, &["dialed"]));
+    engine.handle(100, state_change(&callee, "Up"));
     (engine, callee)
 }
 
@@ -129,9 +135,31 @@ fn r1_caller_is_rung_and_the_routed_destination_dialed_in_ari_only_mode() {
 }
 
 #[test]
+fn r1_the_created_callee_entering_the_app_and_ringing_changes_nothing() {
+    let (mut engine, callee) = dialing();
+    assert!(engine
+        .handle(1, stasis_start(&callee, &["dialed"]))
+        .is_empty());
+    assert!(engine
+        .handle(2, state_change(&callee, "Ringing"))
+        .is_empty());
+    let ringing = json!({"type": "Dial", "dialstatus": "RINGING", "peer": channel(&callee)});
+    assert!(engine.handle(3, event(ringing)).is_empty());
+    assert_eq!(engine.phase_of(NODE, &callee), Some(CallPhase::Dialing));
+}
+
+#[test]
+fn r1_a_dial_answer_counts_as_the_answer_once() {
+    let (mut engine, callee) = dialing();
+    let answer = json!({"type": "Dial", "dialstatus": "ANSWER", "peer": channel(&callee)});
+    assert_eq!(requests(&engine.handle(100, event(answer))).len(), 3);
+    assert!(engine.handle(101, state_change(&callee, "Up")).is_empty());
+}
+
+#[test]
 fn r1_answer_bridges_both_legs_in_a_dtmf_events_bridge() {
     let (mut engine, callee) = dialing();
-    let out = engine.handle(100, stasis_start(&callee, &["dialed"]));
+    let out = engine.handle(100, state_change(&callee, "Up"));
     assert_eq!(
         requests(&out),
         vec![
@@ -163,10 +191,11 @@ fn r1_the_exten_can_come_from_the_stasis_arguments() {
 
 #[test]
 fn r2_busy_releases_the_caller_with_the_callees_cause() {
+    // What Asterisk 22 sends for a callee answering 486: no terminal Dial event, a hangup request with the cause.
     let (mut engine, callee) = dialing();
-    let dial = json!({"type": "Dial", "dialstatus": "BUSY", "peer": channel(&callee), "caller": caller_channel()});
-    assert!(requests(&engine.handle(50, event(dial))).is_empty());
-    let out = engine.handle(60, destroyed(&callee, 17));
+    let hangup_request =
+        json!({"type": "ChannelHangupRequest", "cause": 17, "channel": channel(&callee)});
+    let out = engine.handle(60, event(hangup_request));
     assert_eq!(requests(&out), vec![hangup(CALLER, HangupCause::USER_BUSY)]);
     assert!(ended(&out));
     assert_eq!(engine.call_count(), 0);
@@ -242,7 +271,7 @@ fn r2_a_dial_string_naming_no_endpoint_is_unallocated() {
             node: NODE.into(),
             call: CallKey(1),
             request: create,
-            status: Some(400),
+            status: Some(500),
             message: "Allocation failed".into(),
         },
     );

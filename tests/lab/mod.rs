@@ -40,7 +40,7 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-/// A free UDP port on loopback (even, so that SIPp's RTP/RTCP pair fits).
+/// A free UDP port on loopback for a phone's SIP (SIPp picks its own free media ports).
 pub fn free_udp_port() -> u16 {
     loop {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -340,7 +340,7 @@ pub struct Phone {
 
 impl Phone {
     /// Starts `scenario` as user `from`, calling (or registering as) `service`, on its own ports.
-    /// `keys` become SIPp `-key name value` pairs.
+    /// `extra` are more SIPp arguments, such as `-set hold_ms 2000`.
     pub fn start(
         dir: &Path,
         node: &Node,
@@ -348,7 +348,7 @@ impl Phone {
         service: &str,
         from: &str,
         port: u16,
-        keys: &[(&str, &str)],
+        extra: &[&str],
     ) -> Phone {
         let name = format!("{}-{}", scenario.trim_end_matches(".xml"), port);
         let trace = dir.join(format!("{name}.messages.log"));
@@ -360,15 +360,12 @@ impl Phone {
             .arg(repo().join("tests/sipp").join(scenario))
             .args(["-s", service, "-key", "from", from])
             .args(["-i", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-mp", &free_udp_port().to_string()])
             .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
             .args(["-trace_msg", "-message_file"])
             .arg(&trace)
             .args(["-trace_err", "-error_file"])
             .arg(&errors);
-        for (key, value) in keys {
-            command.args(["-key", key, value]);
-        }
+        command.args(extra);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
