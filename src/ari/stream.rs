@@ -14,7 +14,7 @@ use tokio::time::{interval, sleep, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::client::AriClient;
-use super::models::{Channel, Event};
+use super::models::{Bridge, Channel, Event};
 use crate::backoff::Backoff;
 use crate::engine::NodeName;
 
@@ -30,6 +30,7 @@ pub enum NodeSignal {
     /// Connected, and `channels` is the node's channel list read right after.
     Synced {
         channels: Vec<Channel>,
+        bridges: Vec<Bridge>,
     },
     Event(Event),
     /// The connection failed or was lost; a reconnect follows.
@@ -82,6 +83,7 @@ async fn session(
     let (ws, _) = tokio_tungstenite::connect_async(client.events_url().as_str())
         .await
         .map_err(|e| describe_connect_error(e, client))?;
+    let bridges = client.bridges().await.context("re-sync after connecting")?;
     let channels = client
         .channels()
         .await
@@ -89,7 +91,7 @@ async fn session(
     backoff.reset();
     tracing::info!(node = %node, url = %client.display_url(), channels = channels.len(), "events websocket connected");
     let send = |signal| tx.send((node.clone(), signal));
-    send(NodeSignal::Synced { channels })
+    send(NodeSignal::Synced { channels, bridges })
         .await
         .map_err(|_| anyhow!("runtime stopped"))?;
 

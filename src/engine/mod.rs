@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::ari::models::{Channel, ChannelTransfer, Event};
+use crate::ari::models::{Bridge, Channel, ChannelTransfer, Event};
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
 pub use routing::CallPhase;
@@ -149,6 +149,7 @@ pub enum Input {
     NodeSynced {
         node: NodeName,
         channels: Vec<Channel>,
+        bridges: Vec<Bridge>,
     },
     /// An ARI request the engine issued failed.
     RequestFailed {
@@ -233,7 +234,11 @@ impl Engine {
         let mut out = Vec::new();
         match input {
             Input::Event { node, event } => self.on_event(now, node, event, &mut out),
-            Input::NodeSynced { node, channels } => self.on_synced(now, node, channels, &mut out),
+            Input::NodeSynced {
+                node,
+                channels,
+                bridges,
+            } => self.on_synced(now, node, channels, bridges, &mut out),
             Input::RequestFailed {
                 call,
                 request,
@@ -291,21 +296,14 @@ impl Engine {
         start: &crate::ari::models::StasisStart,
         out: &mut Vec<Output>,
     ) {
-        let key = CallKey(self.next_key);
-        self.next_key += 1;
         let channel = &start.channel;
         if start.args.first().map(String::as_str) == Some(DIALED_LEG_ARG) {
             tracing::warn!(channel = %channel.id, "a leg dialed by an earlier run entered the app; hanging it up");
-            out.push(Output::Ari {
-                node,
-                call: key,
-                request: AriRequest::Hangup {
-                    channel: channel.id.clone(),
-                    cause: HangupCause::NORMAL_CLEARING,
-                },
-            });
-            out.push(Output::CallEnded { call: key });
-            return;
+            let hangup = AriRequest::Hangup {
+                channel: channel.id.clone(),
+                cause: HangupCause::NORMAL_CLEARING,
+            };
+            return self.one_off(node, hangup, out);
         }
         let exten = start
             .args
@@ -320,18 +318,14 @@ impl Engine {
             .iter()
             .find_map(|route| route.dial_string(exten));
         let Some(dial) = dial else {
-            tracing::info!(call = %key, channel = %channel.id, exten, "no route for the extension");
-            out.push(Output::Ari {
-                node,
-                call: key,
-                request: AriRequest::Hangup {
-                    channel: channel.id.clone(),
-                    cause: HangupCause::UNALLOCATED,
-                },
-            });
-            out.push(Output::CallEnded { call: key });
-            return;
+            tracing::info!(channel = %channel.id, exten, "no route for the extension");
+            let hangup = AriRequest::Hangup {
+                channel: channel.id.clone(),
+                cause: HangupCause::UNALLOCATED,
+            };
+            return self.one_off(node, hangup, out);
         };
+        let key = self.new_key();
         let base = format!("{}-{}", self.config.instance, key.0);
         let call = Call::new(
             key,
@@ -382,14 +376,24 @@ impl Engine {
     }
 
     /// After a (re)connect: a call whose channels vanished while the websocket was down is ended as if
-    /// their hangup had been seen.
+    /// their hangup had been seen, and a bridge this instance created that no call owns any more (its
+    /// removal failed, or its call ended unseen) is destroyed.
     fn on_synced(
         &mut self,
         now: Millis,
         node: NodeName,
         channels: Vec<Channel>,
+        bridges: Vec<Bridge>,
         out: &mut Vec<Output>,
     ) {
+        // Bridges are judged before any call ends here: an ending call destroys its own.
+        let ours = format!("{}-", self.config.instance);
+        let owned: HashSet<&str> = self.calls.values().map(Call::bridge).collect();
+        let orphans: Vec<String> = bridges
+            .into_iter()
+            .filter(|b| b.id.starts_with(&ours) && !owned.contains(b.id.as_str()))
+            .map(|b| b.id)
+            .collect();
         let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
         let mut vanished: Vec<(CallKey, Role)> = self
             .calls
@@ -407,6 +411,27 @@ impl Engine {
             tracing::info!(call = %key, ?role, "leg vanished while the websocket was down");
             self.with_call(now, key, out, |call, fx| call.on_leg_gone(role, 0, fx));
         }
+        for bridge in orphans {
+            tracing::info!(%bridge, "destroying a bridge no call owns");
+            self.one_off(node.clone(), AriRequest::DestroyBridge { bridge }, out);
+        }
+    }
+
+    fn new_key(&mut self) -> CallKey {
+        let key = CallKey(self.next_key);
+        self.next_key += 1;
+        key
+    }
+
+    /// A request that belongs to no call (cleaning up what no call owns), in a lane of its own.
+    fn one_off(&mut self, node: NodeName, request: AriRequest, out: &mut Vec<Output>) {
+        let call = self.new_key();
+        out.push(Output::Ari {
+            node,
+            call,
+            request,
+        });
+        out.push(Output::CallEnded { call });
     }
 
     /// Runs `f` on a call with the effects context, and forgets the call when it ends.

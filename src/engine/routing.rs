@@ -99,6 +99,10 @@ impl Call {
         }
     }
 
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     pub fn role_of(&self, channel: &str) -> Role {
         if channel == self.callee {
             Role::Callee

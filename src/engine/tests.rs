@@ -377,6 +377,7 @@ fn a_resync_without_the_callers_channel_ends_the_call() {
         Input::NodeSynced {
             node: NODE.into(),
             channels: still_there,
+            bridges: vec![],
         },
     );
     assert_eq!(
@@ -398,10 +399,41 @@ fn a_resync_with_every_channel_present_changes_nothing() {
         Input::NodeSynced {
             node: NODE.into(),
             channels: all,
+            bridges: vec![bridge("t-1-bridge")],
         },
     );
     assert!(out.is_empty());
     assert_eq!(engine.call_count(), 1);
+}
+
+fn bridge(id: &str) -> Bridge {
+    serde_json::from_value(json!({"id": id, "channels": []})).unwrap()
+}
+
+#[test]
+fn a_resync_destroys_bridges_of_this_instance_that_no_call_owns() {
+    let (mut engine, callee) = connected();
+    let out = engine.handle(
+        9_000,
+        Input::NodeSynced {
+            node: NODE.into(),
+            channels: [CALLER, callee.as_str()]
+                .iter()
+                .map(|id| serde_json::from_value(channel(id)).unwrap())
+                .collect(),
+            bridges: vec![
+                bridge("t-1-bridge"),
+                bridge("t-7-bridge"),
+                bridge("other-1-bridge"),
+            ],
+        },
+    );
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::DestroyBridge {
+            bridge: "t-7-bridge".into()
+        }]
+    );
 }
 
 #[test]

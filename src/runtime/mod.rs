@@ -102,9 +102,9 @@ async fn drive(
                 let Some((node, signal)) = signal else { return };
                 let input = match signal {
                     NodeSignal::Event(event) => Input::Event { node, event },
-                    NodeSignal::Synced { channels } => {
+                    NodeSignal::Synced { channels, bridges } => {
                         health.set(&node, NodeHealth { connected: true, error: None });
-                        Input::NodeSynced { node, channels }
+                        Input::NodeSynced { node, channels, bridges }
                     }
                     NodeSignal::Disconnected { reason } => {
                         health.set(&node, NodeHealth { connected: false, error: Some(reason) });
