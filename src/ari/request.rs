@@ -81,6 +81,19 @@ pub enum AriRequest {
         bridge: String,
         channels: Vec<String>,
     },
+    RemoveFromBridge {
+        bridge: String,
+        channels: Vec<String>,
+    },
+    /// Plays `media` (e.g. `tone:ring`) to everyone in a bridge, as playback `playback`.
+    PlayOnBridge {
+        bridge: String,
+        playback: String,
+        media: String,
+    },
+    StopPlayback {
+        playback: String,
+    },
     /// `POST /channels/create`: a channel in the Stasis app, not dialed yet, with the app arguments
     /// `app_args` and channel variables (functions such as `PJSIP_TRANSFER_HANDLING()` included).
     CreateChannel {
@@ -140,7 +153,10 @@ impl AriRequest {
         match self {
             AriRequest::CreateBridge { bridge, .. }
             | AriRequest::DestroyBridge { bridge }
-            | AriRequest::AddToBridge { bridge, .. } => bridge,
+            | AriRequest::AddToBridge { bridge, .. }
+            | AriRequest::RemoveFromBridge { bridge, .. }
+            | AriRequest::PlayOnBridge { bridge, .. } => bridge,
+            AriRequest::StopPlayback { playback } => playback,
             AriRequest::CreateChannel { channel, .. }
             | AriRequest::Dial { channel, .. }
             | AriRequest::Ring { channel }
@@ -155,7 +171,9 @@ impl AriRequest {
     pub fn done_if_missing(&self) -> bool {
         matches!(
             self,
-            AriRequest::DestroyBridge { .. } | AriRequest::Hangup { .. }
+            AriRequest::DestroyBridge { .. }
+                | AriRequest::Hangup { .. }
+                | AriRequest::StopPlayback { .. }
         )
     }
 
@@ -181,6 +199,23 @@ impl AriRequest {
                 format!("/bridges/{bridge}/addChannel"),
                 vec![("channel", channels.join(","))],
             ),
+            AriRequest::RemoveFromBridge { bridge, channels } => call(
+                Method::Post,
+                format!("/bridges/{bridge}/removeChannel"),
+                vec![("channel", channels.join(","))],
+            ),
+            AriRequest::PlayOnBridge {
+                bridge,
+                playback,
+                media,
+            } => call(
+                Method::Post,
+                format!("/bridges/{bridge}/play/{playback}"),
+                vec![("media", media.clone())],
+            ),
+            AriRequest::StopPlayback { playback } => {
+                call(Method::Delete, format!("/playbacks/{playback}"), vec![])
+            }
             AriRequest::CreateChannel {
                 channel,
                 endpoint,

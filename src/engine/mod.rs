@@ -5,8 +5,10 @@
 //! and exposed through [`Engine::poll_timeout`]; the runtime calls [`Engine::handle_timeout`] when one is due.
 //! No sockets, no clock, no tasks, no locks: a scenario is a unit test that feeds events and reads requests.
 
+mod index;
 mod routing;
 mod timers;
+mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -17,8 +19,9 @@ use regex::Regex;
 use crate::ari::models::{Bridge, Channel, ChannelTransfer, Event};
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
+use index::ChannelIndex;
 pub use routing::CallPhase;
-use routing::{Call, Flow, Role};
+use routing::{Call, Flow, Leg};
 use timers::{TimerKind, Timers};
 
 /// Milliseconds on the runtime's monotonic clock.
@@ -197,8 +200,8 @@ impl Effects<'_> {
 pub struct Engine {
     config: EngineConfig,
     calls: HashMap<CallKey, Call>,
-    /// Which call each known channel belongs to, by node and channel id.
-    legs: HashMap<(NodeName, String), CallKey>,
+    /// Which call each known channel belongs to, and their SIP Call-IDs.
+    index: ChannelIndex,
     timers: Timers,
     next_key: u64,
 }
@@ -208,7 +211,7 @@ impl Engine {
         Engine {
             config,
             calls: HashMap::new(),
-            legs: HashMap::new(),
+            index: ChannelIndex::default(),
             timers: Timers::default(),
             next_key: 1,
         }
@@ -226,8 +229,8 @@ impl Engine {
 
     /// The phase of the call a channel belongs to, for status reporting.
     pub fn phase_of(&self, node: &str, channel: &str) -> Option<CallPhase> {
-        let key = self.legs.get(&(NodeName::from(node), channel.to_owned()))?;
-        self.calls.get(key).map(Call::phase)
+        let key = self.index.call_of(&NodeName::from(node), channel)?;
+        self.calls.get(&key).map(Call::phase)
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
@@ -272,16 +275,21 @@ impl Engine {
 
     fn on_event(&mut self, now: Millis, node: NodeName, event: Event, out: &mut Vec<Output>) {
         if let Event::ChannelTransfer(transfer) = &event {
-            return self.on_channel_transfer(&node, transfer, out);
+            return self.on_channel_transfer(now, &node, transfer, out);
         }
         let Some(channel) = event.channel() else {
             return;
         };
-        let known = self.legs.get(&(node.clone(), channel.id.clone())).copied();
+        let known = self.index.call_of(&node, &channel.id);
         match (known, &event) {
             (Some(key), _) => {
-                let role = self.calls[&key].role_of(&channel.id);
-                self.with_call(now, key, out, |call, fx| call.on_event(role, &event, fx));
+                if let Some(call_id) = channel.call_id() {
+                    self.index.note_call_id(&node, &channel.id, call_id);
+                }
+                let Some(leg) = self.calls.get(&key).and_then(|c| c.leg_of(&channel.id)) else {
+                    return;
+                };
+                self.with_call(now, key, out, |call, fx| call.on_event(leg, &event, fx));
             }
             (None, Event::StasisStart(start)) => self.on_new_channel(now, node, start, out),
             (None, _) => tracing::trace!(channel = %channel.id, "event for a channel of no call"),
@@ -312,12 +320,7 @@ impl Engine {
             .filter(|a| !a.is_empty())
             .or(channel.dialed_exten())
             .unwrap_or_default();
-        let dial = self
-            .config
-            .routes
-            .iter()
-            .find_map(|route| route.dial_string(exten));
-        let Some(dial) = dial else {
+        let Some(dial) = self.route(exten) else {
             tracing::info!(channel = %channel.id, exten, "no route for the extension");
             let hangup = AriRequest::Hangup {
                 channel: channel.id.clone(),
@@ -335,44 +338,157 @@ impl Engine {
             format!("{base}-bridge"),
         );
         tracing::info!(call = %key, caller = %channel.id, exten, %dial, "routing call");
-        self.legs.insert((node.clone(), call.caller.clone()), key);
-        self.legs.insert((node, call.callee.clone()), key);
-        let mut fx = Effects {
-            now,
-            config: &self.config,
-            timers: &mut self.timers,
-            out,
-        };
-        let mut call = call;
-        call.start(&dial, &mut fx);
+        for leg in call.channels() {
+            self.index.insert(&node, &leg, key);
+        }
         self.calls.insert(key, call);
+        self.with_call(now, key, out, |call, fx| {
+            call.start(&dial, fx);
+            Flow::Continue
+        });
+        if let Some(call_id) = channel.call_id() {
+            self.index.note_call_id(&node, &channel.id, call_id);
+        }
     }
 
-    /// A REFER. Transfers are not handled yet: the phone is told at once that it was declined (NOTIFY 603),
-    /// so it never waits out the subscription. Follow-up events (with a `state`) and the echo Asterisk sends
-    /// after a transferer hung up (its channel is no longer in a call) start nothing.
+    /// A REFER, on channel S. Follow-up events (with a `state`) and the echo Asterisk sends after a
+    /// transferer hung up (S is in no call any more) start nothing. Otherwise S's phone hears NOTIFY 100 at
+    /// once, and the transfer starts if S's call is connected and has no transfer pending (else 603, B7).
     fn on_channel_transfer(
         &mut self,
+        now: Millis,
         node: &NodeName,
         transfer: &ChannelTransfer,
         out: &mut Vec<Output>,
     ) {
-        let source = &transfer.referred_by.source_channel.id;
-        let Some(&key) = self.legs.get(&(node.clone(), source.clone())) else {
+        let source = transfer.referred_by.source_channel.id.clone();
+        let Some(key) = self.index.call_of(node, &source) else {
             return;
         };
         if transfer.state.is_some() {
             return;
         }
-        tracing::info!(call = %key, channel = %source, "REFER declined: transfers are not handled yet");
-        out.push(Output::Ari {
+        let report = |state| Output::Ari {
             node: node.clone(),
             call: key,
             request: AriRequest::TransferProgress {
                 channel: source.clone(),
-                state: TransferProgress::Declined,
+                state,
             },
+        };
+        out.push(report(TransferProgress::Progress));
+        let party = match self
+            .calls
+            .get(&key)
+            .map(|c| (c.leg_of(&source), c.is_idle_connected()))
+        {
+            Some((Some(Leg::Party(party)), true)) => party,
+            _ => {
+                tracing::info!(call = %key, channel = %source, "REFER declined: the call is not connected, or already transferring");
+                out.push(report(TransferProgress::Declined));
+                return;
+            }
+        };
+        let destination = &transfer.refer_to.requested_destination;
+        let started = match &destination.protocol_id {
+            Some(call_id) => self.start_attended(now, node, key, party, transfer, call_id, out),
+            None => self.start_blind(now, key, party, &destination.destination, out),
+        };
+        if !started {
+            out.push(report(TransferProgress::Unavailable));
+        }
+    }
+
+    /// Starts a blind transfer to `destination`, if a route leads there.
+    fn start_blind(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        party: usize,
+        destination: &str,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(dial) = self.route(destination) else {
+            tracing::info!(call = %key, destination, "blind transfer: no route for the destination");
+            return false;
+        };
+        let n = self.new_key().0;
+        let base = format!("{}-{n}", self.config.instance);
+        self.with_call(now, key, out, |call, fx| {
+            call.start_blind(
+                party,
+                &dial,
+                format!("{base}-t"),
+                format!("{base}-ring"),
+                fx,
+            );
+            Flow::Continue
         });
+        true
+    }
+
+    /// Starts an attended transfer: finds the replaced dialog R (as Asterisk resolved it, else by its
+    /// Call-ID), and merges R's call into this one.
+    #[allow(clippy::too_many_arguments)]
+    fn start_attended(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        key: CallKey,
+        party: usize,
+        transfer: &ChannelTransfer,
+        call_id: &str,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let resolved = transfer
+            .refer_to
+            .destination_channel
+            .as_ref()
+            .map(|c| c.id.clone())
+            .into_iter();
+        let by_call_id = self
+            .index
+            .with_call_id(call_id)
+            .iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, id)| id.clone());
+        let candidates: Vec<String> = resolved.chain(by_call_id).collect();
+        let consult = candidates.into_iter().find_map(|replaced| {
+            let other = self.index.call_of(node, &replaced)?;
+            let call = self.calls.get(&other)?;
+            match call.leg_of(&replaced) {
+                Some(Leg::Party(p)) if other != key && call.is_idle_connected() => Some((
+                    other,
+                    replaced,
+                    call.other_party(p).to_owned(),
+                    call.bridge().to_owned(),
+                )),
+                _ => None,
+            }
+        });
+        let Some((other, replaced, newcomer, old_bridge)) = consult else {
+            tracing::info!(call = %key, call_id, "attended transfer: the replaced dialog is not a connected call of this app");
+            return false;
+        };
+        // The consult call is absorbed: its channels now belong to this call.
+        if let Some(absorbed) = self.calls.remove(&other) {
+            for channel in absorbed.channels() {
+                self.index.remove(node, &channel, other);
+            }
+            out.push(Output::CallEnded { call: other });
+        }
+        self.with_call(now, key, out, |call, fx| {
+            call.start_attended(party, replaced, newcomer, old_bridge, fx);
+            Flow::Continue
+        });
+        true
+    }
+
+    fn route(&self, exten: &str) -> Option<String> {
+        self.config
+            .routes
+            .iter()
+            .find_map(|route| route.dial_string(exten))
     }
 
     /// After a (re)connect: a call whose channels vanished while the websocket was down is ended as if
@@ -395,7 +511,7 @@ impl Engine {
             .map(|b| b.id)
             .collect();
         let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
-        let mut vanished: Vec<(CallKey, Role)> = self
+        let mut vanished: Vec<(CallKey, Leg)> = self
             .calls
             .values()
             .filter(|call| call.node == node)
@@ -403,13 +519,13 @@ impl Engine {
                 call.legs_to_check_after_sync()
                     .into_iter()
                     .find(|(_, id)| !present.contains(id.as_str()))
-                    .map(|(role, _)| (call.key, role))
+                    .map(|(leg, _)| (call.key, leg))
             })
             .collect();
         vanished.sort();
-        for (key, role) in vanished {
-            tracing::info!(call = %key, ?role, "leg vanished while the websocket was down");
-            self.with_call(now, key, out, |call, fx| call.on_leg_gone(role, 0, fx));
+        for (key, leg) in vanished {
+            tracing::info!(call = %key, ?leg, "leg vanished while the websocket was down");
+            self.with_call(now, key, out, |call, fx| call.on_leg_gone(leg, 0, fx));
         }
         for bridge in orphans {
             tracing::info!(%bridge, "destroying a bridge no call owns");
@@ -434,7 +550,8 @@ impl Engine {
         out.push(Output::CallEnded { call });
     }
 
-    /// Runs `f` on a call with the effects context, and forgets the call when it ends.
+    /// Runs `f` on a call with the effects context, keeps the channel index in step with the call's
+    /// channels, and forgets the call when it ends.
     fn with_call(
         &mut self,
         now: Millis,
@@ -445,19 +562,29 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        let before = call.channels();
         let mut fx = Effects {
             now,
             config: &self.config,
             timers: &mut self.timers,
             out,
         };
-        if f(call, &mut fx) == Flow::Continue {
-            return;
+        let flow = f(call, &mut fx);
+        let after = match flow {
+            Flow::Continue => call.channels(),
+            Flow::Ended => Vec::new(),
+        };
+        let node = call.node.clone();
+        for channel in before.iter().filter(|c| !after.contains(c)) {
+            self.index.remove(&node, channel, key);
         }
-        if let Some(call) = self.calls.remove(&key) {
-            call.cancel_timers(&mut self.timers);
-            self.legs.remove(&(call.node.clone(), call.caller.clone()));
-            self.legs.remove(&(call.node.clone(), call.callee.clone()));
+        for channel in after.iter().filter(|c| !before.contains(c)) {
+            self.index.insert(&node, channel, key);
+        }
+        if flow == Flow::Ended {
+            if let Some(call) = self.calls.remove(&key) {
+                call.cancel_timers(&mut self.timers);
+            }
             out.push(Output::CallEnded { call: key });
         }
     }

@@ -1,13 +1,14 @@
-//! Call routing (R1–R3): a caller entered the app, the engine dials the routed destination and bridges the
-//! two legs on answer.
+//! A call: two parties in one bridge, and how it gets there (R1–R3).
 //!
 //! ```text
-//!   caller A --(StasisStart)--> Dialing --(callee answers)--> Connected --(either hangs up)--> ended
-//!                                  |
-//!                                  +--(busy, rejected, unreachable, no answer, caller cancels)--> ended
+//!   caller --(StasisStart)--> Dialing --(callee answers)--> Connected --(either hangs up)--> ended
+//!                                |                          |     ^
+//!                                |                  (REFER) v     | (transfer ends)
+//!                                |                        Transferring (see transfer.rs)
+//!                                +--(busy, rejected, unreachable, no answer, caller cancels)--> ended
 //! ```
 //!
-//! Every input in every phase has one outcome:
+//! Every input in every phase of routing has one outcome:
 //!
 //! | phase     | input                                  | outcome                                                     |
 //! |-----------|----------------------------------------|-------------------------------------------------------------|
@@ -18,14 +19,16 @@
 //! | Dialing   | caller hangs up                        | hang up the callee (SIP CANCEL) → ended                     |
 //! | Dialing   | ring timeout                           | hang up the callee, the caller with "no answer" → ended     |
 //! | Dialing   | a request of the call failed           | hang up both, the caller with a cause that fits → ended     |
-//! | Connected | either leg hangs up                    | hang up the other, destroy the bridge → ended               |
+//! | Connected | either party hangs up                  | hang up the other, destroy the bridge → ended               |
 //! | Connected | a request of the call failed           | hang up both, destroy the bridge → ended                    |
+//! | any       | a best-effort request failed           | nothing (transfer mode, progress reports, ring tone, moves) |
 //! | any       | a hangup or bridge removal failed 404  | nothing: it is already gone                                 |
 
 use crate::ari::models::{Channel, Event};
 use crate::ari::request::{AriRequest, HangupCause};
 
 use super::timers::{TimerKind, Timers};
+use super::transfer::Transfer;
 use super::{CallKey, Effects, Millis, NodeName, DIALED_LEG_ARG, TRANSFER_HANDLING_VAR};
 
 /// Where a call stands, for status reporting.
@@ -33,12 +36,20 @@ use super::{CallKey, Effects, Millis, NodeName, DIALED_LEG_ARG, TRANSFER_HANDLIN
 pub enum CallPhase {
     Dialing,
     Connected,
+    Transferring,
 }
 
+/// What a channel is to its call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Caller,
-    Callee,
+pub enum Leg {
+    /// One of the two parties: 0 entered the app (the caller), 1 was dialed (the callee). A transfer puts
+    /// its target in the transferer's place.
+    Party(usize),
+    /// A channel joining the call through a transfer: the dialed target of a blind transfer, or the party
+    /// an attended transfer moves in.
+    Target,
+    /// The transferer's consult leg that an attended transfer replaces.
+    Replaced,
 }
 
 /// Whether a call goes on after an input.
@@ -49,25 +60,25 @@ pub enum Flow {
 }
 
 #[derive(Debug)]
-enum Phase {
+pub(super) enum Phase {
     Dialing {
         ring_deadline: Millis,
         /// The cause a Dial failure status implies, used if the callee's own hangup carries none.
         failure: Option<HangupCause>,
     },
     Connected,
+    Transferring(Transfer),
 }
 
-/// A two-party call: the caller that entered the app and the callee the engine dialed.
+/// A two-party call.
 #[derive(Debug)]
 pub struct Call {
     pub key: CallKey,
     pub node: NodeName,
-    pub caller: String,
-    pub callee: String,
-    bridge: String,
+    pub(super) parties: [String; 2],
+    pub(super) bridge: String,
     caller_is_pjsip: bool,
-    phase: Phase,
+    pub(super) phase: Phase,
 }
 
 impl Call {
@@ -81,8 +92,7 @@ impl Call {
         Call {
             key,
             node,
-            caller: caller.id.clone(),
-            callee,
+            parties: [caller.id.clone(), callee],
             bridge,
             caller_is_pjsip: caller.technology() == "PJSIP",
             phase: Phase::Dialing {
@@ -96,6 +106,7 @@ impl Call {
         match self.phase {
             Phase::Dialing { .. } => CallPhase::Dialing,
             Phase::Connected => CallPhase::Connected,
+            Phase::Transferring(_) => CallPhase::Transferring,
         }
     }
 
@@ -103,22 +114,49 @@ impl Call {
         &self.bridge
     }
 
-    pub fn role_of(&self, channel: &str) -> Role {
-        if channel == self.callee {
-            Role::Callee
-        } else {
-            Role::Caller
+    /// The party at `index`, and the other one.
+    pub(super) fn party(&self, index: usize) -> &str {
+        &self.parties[index]
+    }
+
+    pub(super) fn other_party(&self, index: usize) -> &str {
+        &self.parties[1 - index]
+    }
+
+    /// Every channel of this call, to index them.
+    pub fn channels(&self) -> Vec<String> {
+        let mut channels = self.parties.to_vec();
+        if let Phase::Transferring(transfer) = &self.phase {
+            channels.extend(transfer.channels());
+        }
+        channels
+    }
+
+    pub fn leg_of(&self, channel: &str) -> Option<Leg> {
+        if let Some(index) = self.parties.iter().position(|p| p == channel) {
+            return Some(Leg::Party(index));
+        }
+        match &self.phase {
+            Phase::Transferring(transfer) => transfer.leg_of(channel),
+            _ => None,
         }
     }
 
-    /// The legs whose absence after a re-sync means they hung up unseen. A callee still being dialed may
+    /// Whether a transfer can start now.
+    pub fn is_idle_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+
+    /// The parties whose absence after a re-sync means they hung up unseen. A callee still being dialed may
     /// not exist yet (its create request can be queued), so it is only checked once connected.
-    pub fn legs_to_check_after_sync(&self) -> Vec<(Role, String)> {
-        let mut legs = vec![(Role::Caller, self.caller.clone())];
-        if matches!(self.phase, Phase::Connected) {
-            legs.push((Role::Callee, self.callee.clone()));
-        }
-        legs
+    pub fn legs_to_check_after_sync(&self) -> Vec<(Leg, String)> {
+        let checked = match self.phase {
+            Phase::Dialing { .. } => 1,
+            _ => 2,
+        };
+        (0..checked)
+            .map(|i| (Leg::Party(i), self.parties[i].clone()))
+            .collect()
     }
 
     /// Puts the caller in ari-only transfer mode, rings it, and dials `dial`.
@@ -130,34 +168,36 @@ impl Call {
         };
         fx.timers
             .arm(ring_deadline, self.key, TimerKind::RingTimeout);
+        let caller = self.parties[0].clone();
         if self.caller_is_pjsip {
             fx.request(
                 self,
                 AriRequest::SetVariable {
-                    channel: self.caller.clone(),
+                    channel: caller.clone(),
                     name: TRANSFER_HANDLING_VAR.to_owned(),
                     value: "ari-only".to_owned(),
                 },
             );
         }
-        fx.request(
-            self,
-            AriRequest::Ring {
-                channel: self.caller.clone(),
-            },
-        );
+        fx.request(self, AriRequest::Ring { channel: caller });
+        self.dial(self.parties[1].clone(), dial, 0, fx);
+    }
+
+    /// Creates and dials `channel` towards `dial`, on behalf of party `on_behalf_of` (its caller id).
+    pub(super) fn dial(&self, channel: String, dial: &str, on_behalf_of: usize, fx: &mut Effects) {
         let variables = if dial.starts_with("PJSIP/") {
             vec![(TRANSFER_HANDLING_VAR.to_owned(), "ari-only".to_owned())]
         } else {
             vec![]
         };
+        let originator = self.parties[on_behalf_of].clone();
         fx.request(
             self,
             AriRequest::CreateChannel {
-                channel: self.callee.clone(),
+                channel: channel.clone(),
                 endpoint: dial.to_owned(),
                 app_args: DIALED_LEG_ARG.to_owned(),
-                originator: Some(self.caller.clone()),
+                originator: Some(originator.clone()),
                 variables,
             },
         );
@@ -167,34 +207,47 @@ impl Call {
         fx.request(
             self,
             AriRequest::Dial {
-                channel: self.callee.clone(),
-                caller: Some(self.caller.clone()),
+                channel,
+                caller: Some(originator),
                 timeout_secs: safety_net,
             },
         );
     }
 
-    pub fn on_event(&mut self, role: Role, event: &Event, fx: &mut Effects) -> Flow {
+    pub fn on_event(&mut self, leg: Leg, event: &Event, fx: &mut Effects) -> Flow {
         match event {
             // A created channel is in the app (StasisStart) from the start; it answers when it goes Up.
-            Event::ChannelStateChange(e) if role == Role::Callee && e.channel.state == "Up" => {
-                self.on_callee_answered(fx)
-            }
-            Event::Dial(dial) if role == Role::Callee => {
-                if dial.dialstatus == "ANSWER" {
-                    return self.on_callee_answered(fx);
-                }
-                if let Phase::Dialing { failure, .. } = &mut self.phase {
-                    if let Some(cause) = dial_failure_cause(&dial.dialstatus) {
-                        *failure = Some(cause);
-                    }
+            Event::ChannelStateChange(e) if e.channel.state == "Up" => self.on_answered(leg, fx),
+            Event::Dial(dial) if dial.dialstatus == "ANSWER" => self.on_answered(leg, fx),
+            Event::Dial(dial) => {
+                if let Some(cause) = dial_failure_cause(&dial.dialstatus) {
+                    self.note_dial_failure(leg, cause);
                 }
                 Flow::Continue
             }
-            Event::ChannelHangupRequest(e) => self.on_leg_gone(role, e.cause.unwrap_or(0), fx),
-            Event::ChannelDestroyed(e) => self.on_leg_gone(role, e.cause, fx),
-            Event::StasisEnd(_) => self.on_leg_gone(role, 0, fx),
+            Event::ChannelEnteredBridge(e) if e.bridge.id == self.bridge && leg == Leg::Target => {
+                self.on_target_joined(fx)
+            }
+            Event::ChannelHangupRequest(e) => self.on_leg_gone(leg, e.cause.unwrap_or(0), fx),
+            Event::ChannelDestroyed(e) => self.on_leg_gone(leg, e.cause, fx),
+            Event::StasisEnd(_) => self.on_leg_gone(leg, 0, fx),
             _ => Flow::Continue,
+        }
+    }
+
+    fn on_answered(&mut self, leg: Leg, fx: &mut Effects) -> Flow {
+        match (&self.phase, leg) {
+            (Phase::Dialing { .. }, Leg::Party(1)) => self.on_callee_answered(fx),
+            (Phase::Transferring(_), Leg::Target) => self.on_target_answered(fx),
+            _ => Flow::Continue,
+        }
+    }
+
+    fn note_dial_failure(&mut self, leg: Leg, cause: HangupCause) {
+        match (&mut self.phase, leg) {
+            (Phase::Dialing { failure, .. }, Leg::Party(1)) => *failure = Some(cause),
+            (Phase::Transferring(transfer), Leg::Target) => transfer.note_dial_failure(cause),
+            _ => {}
         }
     }
 
@@ -209,7 +262,7 @@ impl Call {
         fx.request(
             self,
             AriRequest::Answer {
-                channel: self.caller.clone(),
+                channel: self.parties[0].clone(),
             },
         );
         fx.request(
@@ -223,49 +276,52 @@ impl Call {
             self,
             AriRequest::AddToBridge {
                 bridge: self.bridge.clone(),
-                channels: vec![self.caller.clone(), self.callee.clone()],
+                channels: self.parties.to_vec(),
             },
         );
         Flow::Continue
     }
 
     /// A leg hung up (or vanished). `cause` is its Q.850 cause, 0 when unknown.
-    pub fn on_leg_gone(&mut self, role: Role, cause: i32, fx: &mut Effects) -> Flow {
-        tracing::info!(call = %self.key, ?role, cause, "leg hung up");
-        match (&self.phase, role) {
-            (Phase::Dialing { failure, .. }, Role::Callee) => {
+    pub fn on_leg_gone(&mut self, leg: Leg, cause: i32, fx: &mut Effects) -> Flow {
+        tracing::info!(call = %self.key, ?leg, cause, "leg hung up");
+        match (&self.phase, leg) {
+            (Phase::Transferring(_), leg) => self.on_leg_gone_in_transfer(leg, cause, fx),
+            (Phase::Dialing { failure, .. }, Leg::Party(1)) => {
                 let cause = match cause {
                     0 | 16 => failure.unwrap_or(HangupCause::NORMAL_CLEARING),
                     cause => HangupCause(cause),
                 };
-                self.hang_up(Role::Caller, cause, fx);
+                self.hang_up(0, cause, fx);
+                self.end(fx)
             }
-            (Phase::Dialing { .. }, Role::Caller) => {
-                self.hang_up(Role::Callee, HangupCause::NORMAL_CLEARING, fx);
+            (Phase::Dialing { .. }, Leg::Party(_)) => {
+                self.hang_up(1, HangupCause::NORMAL_CLEARING, fx);
+                self.end(fx)
             }
-            (Phase::Connected, gone) => {
-                let other = match gone {
-                    Role::Caller => Role::Callee,
-                    Role::Callee => Role::Caller,
-                };
-                self.hang_up(other, HangupCause::NORMAL_CLEARING, fx);
+            (Phase::Connected, Leg::Party(gone)) => {
+                self.hang_up(1 - gone, HangupCause::NORMAL_CLEARING, fx);
+                self.end(fx)
             }
+            (_, Leg::Target | Leg::Replaced) => Flow::Continue,
         }
-        self.end(fx)
     }
 
     pub fn on_ring_timeout(&mut self, fx: &mut Effects) -> Flow {
-        if !matches!(self.phase, Phase::Dialing { .. }) {
-            return Flow::Continue;
+        match self.phase {
+            Phase::Dialing { .. } => {
+                tracing::info!(call = %self.key, "no answer before the ring timeout");
+                self.hang_up(1, HangupCause::NO_ANSWER, fx);
+                self.hang_up(0, HangupCause::NO_ANSWER, fx);
+                self.end(fx)
+            }
+            Phase::Transferring(_) => self.on_target_ring_timeout(fx),
+            Phase::Connected => Flow::Continue,
         }
-        tracing::info!(call = %self.key, "no answer before the ring timeout");
-        self.hang_up(Role::Callee, HangupCause::NO_ANSWER, fx);
-        self.hang_up(Role::Caller, HangupCause::NO_ANSWER, fx);
-        self.end(fx)
     }
 
-    /// An essential request failed: the call cannot go on, so both legs are released with a cause that
-    /// tells the caller why, instead of leaving anyone in silence.
+    /// A request failed. Best-effort requests change nothing; when an essential one fails, the call
+    /// cannot go on as planned, and whoever would be left in silence is released with a fitting cause.
     pub fn on_request_failed(
         &mut self,
         request: &AriRequest,
@@ -273,30 +329,33 @@ impl Call {
         fx: &mut Effects,
     ) -> Flow {
         let cause = match request {
-            // Setting the transfer mode is best effort: the call works without it.
-            AriRequest::SetVariable { .. } => return Flow::Continue,
+            AriRequest::SetVariable { .. }
+            | AriRequest::TransferProgress { .. }
+            | AriRequest::RemoveFromBridge { .. }
+            | AriRequest::PlayOnBridge { .. }
+            | AriRequest::StopPlayback { .. } => return Flow::Continue,
+            _ if matches!(self.phase, Phase::Transferring(_)) => {
+                return self.on_request_failed_in_transfer(request, fx);
+            }
             // Asterisk could not create a channel for the dial string: it names no endpoint, or one with
             // no contact (both answer 500 "Allocation failed"). The caller hears 404.
             AriRequest::CreateChannel { .. } if status.is_some() => HangupCause::UNALLOCATED,
             _ if matches!(self.phase, Phase::Dialing { .. }) => HangupCause::CONGESTION,
             _ => HangupCause::FAILURE,
         };
-        self.hang_up(Role::Callee, cause, fx);
-        self.hang_up(Role::Caller, cause, fx);
+        self.hang_up(1, cause, fx);
+        self.hang_up(0, cause, fx);
         self.end(fx)
     }
 
-    fn hang_up(&self, role: Role, cause: HangupCause, fx: &mut Effects) {
-        let channel = match role {
-            Role::Caller => self.caller.clone(),
-            Role::Callee => self.callee.clone(),
-        };
+    pub(super) fn hang_up(&self, party: usize, cause: HangupCause, fx: &mut Effects) {
+        let channel = self.parties[party].clone();
         fx.request(self, AriRequest::Hangup { channel, cause });
     }
 
     /// Destroys the bridge if it was created and ends the call.
-    fn end(&mut self, fx: &mut Effects) -> Flow {
-        if matches!(self.phase, Phase::Connected) {
+    pub(super) fn end(&mut self, fx: &mut Effects) -> Flow {
+        if !matches!(self.phase, Phase::Dialing { .. }) {
             fx.request(
                 self,
                 AriRequest::DestroyBridge {
@@ -308,8 +367,12 @@ impl Call {
     }
 
     pub fn cancel_timers(&self, timers: &mut Timers) {
-        if let Phase::Dialing { ring_deadline, .. } = self.phase {
-            timers.cancel(ring_deadline, self.key, TimerKind::RingTimeout);
+        match &self.phase {
+            Phase::Dialing { ring_deadline, .. } => {
+                timers.cancel(*ring_deadline, self.key, TimerKind::RingTimeout)
+            }
+            Phase::Transferring(transfer) => transfer.cancel_timer(self.key, timers),
+            Phase::Connected => {}
         }
     }
 }

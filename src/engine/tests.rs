@@ -1,5 +1,7 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
+mod transfer;
+
 use serde_json::{json, Value};
 
 use super::*;
@@ -24,9 +26,11 @@ fn caller_channel() -> Value {
     capture["channel"].clone()
 }
 
+/// A channel snapshot with its own id and SIP Call-ID (`{id}@test`).
 fn channel(id: &str) -> Value {
     let mut channel = caller_channel();
     channel["id"] = json!(id);
+    channel["protocol_id"] = json!(format!("{id}@test"));
     channel
 }
 
@@ -457,38 +461,6 @@ fn a_leftover_dialed_leg_of_an_earlier_run_is_hung_up() {
         vec![hangup("old-1-b", HangupCause::NORMAL_CLEARING)]
     );
     assert_eq!(engine.call_count(), 0);
-}
-
-fn transfer_on(source: &str, state: Option<&str>) -> Input {
-    let mut value: Value = serde_json::from_str(include_str!(
-        "../../tests/fixtures/captures/ChannelTransfer-blind.json"
-    ))
-    .unwrap();
-    value["referred_by"]["source_channel"]["id"] = json!(source);
-    if let Some(state) = state {
-        value["state"] = json!(state);
-    }
-    event(value)
-}
-
-#[test]
-fn a_refer_is_declined_until_transfers_are_handled() {
-    let (mut engine, _) = connected();
-    let out = engine.handle(1_000, transfer_on(CALLER, None));
-    assert_eq!(
-        requests(&out),
-        vec![AriRequest::TransferProgress {
-            channel: CALLER.into(),
-            state: TransferProgress::Declined
-        }]
-    );
-    // The follow-up event after the progress post starts nothing.
-    assert!(engine
-        .handle(1_001, transfer_on(CALLER, Some("channel_declined")))
-        .is_empty());
-    // Nor does a REFER on a channel of no call (the echo after a transferer hung up).
-    assert!(engine.handle(1_002, transfer_on("gone", None)).is_empty());
-    assert_eq!(engine.call_count(), 1);
 }
 
 #[test]

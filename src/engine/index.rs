@@ -1,0 +1,89 @@
+//! Which call each known channel belongs to, and the SIP Call-IDs of those channels.
+//!
+//! The Call-ID index is how an attended transfer finds the dialog its REFER replaces when Asterisk did not
+//! resolve it (stale or swapped Replaces tags): `refer_to.requested_destination.protocol_id` is that
+//! dialog's Call-ID, and every PJSIP channel snapshot carries its own as `protocol_id`.
+
+use std::collections::HashMap;
+
+use super::{CallKey, NodeName};
+
+/// A channel, by the node it lives on and its id there.
+pub type ChannelRef = (NodeName, String);
+
+#[derive(Debug, Default)]
+pub struct ChannelIndex {
+    calls: HashMap<ChannelRef, CallKey>,
+    call_id_of: HashMap<ChannelRef, String>,
+    by_call_id: HashMap<String, Vec<ChannelRef>>,
+}
+
+impl ChannelIndex {
+    pub fn call_of(&self, node: &NodeName, channel: &str) -> Option<CallKey> {
+        self.calls.get(&(node.clone(), channel.to_owned())).copied()
+    }
+
+    pub fn insert(&mut self, node: &NodeName, channel: &str, call: CallKey) {
+        self.calls.insert((node.clone(), channel.to_owned()), call);
+    }
+
+    /// Forgets a channel, if it still belongs to `call` (it may have moved to another call).
+    pub fn remove(&mut self, node: &NodeName, channel: &str, call: CallKey) {
+        let key = (node.clone(), channel.to_owned());
+        if self.calls.get(&key) != Some(&call) {
+            return;
+        }
+        self.calls.remove(&key);
+        if let Some(call_id) = self.call_id_of.remove(&key) {
+            if let Some(channels) = self.by_call_id.get_mut(&call_id) {
+                channels.retain(|c| c != &key);
+                if channels.is_empty() {
+                    self.by_call_id.remove(&call_id);
+                }
+            }
+        }
+    }
+
+    /// Records a known channel's SIP Call-ID (seen in any snapshot of it).
+    pub fn note_call_id(&mut self, node: &NodeName, channel: &str, call_id: &str) {
+        let key = (node.clone(), channel.to_owned());
+        if !self.calls.contains_key(&key) || self.call_id_of.contains_key(&key) {
+            return;
+        }
+        self.call_id_of.insert(key.clone(), call_id.to_owned());
+        self.by_call_id
+            .entry(call_id.to_owned())
+            .or_default()
+            .push(key);
+    }
+
+    /// The known channels whose dialog has this Call-ID.
+    pub fn with_call_id(&self, call_id: &str) -> &[ChannelRef] {
+        self.by_call_id.get(call_id).map_or(&[], Vec::as_slice)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_ids_follow_their_channels() {
+        let mut index = ChannelIndex::default();
+        let node: NodeName = "n1".into();
+        index.insert(&node, "c1", CallKey(1));
+        index.note_call_id(&node, "c1", "abc@host");
+        index.note_call_id(&node, "unknown", "abc@host");
+        assert_eq!(
+            index.with_call_id("abc@host"),
+            &[(node.clone(), "c1".to_owned())]
+        );
+        // A channel that moved to another call is not removed on behalf of the old one.
+        index.insert(&node, "c1", CallKey(2));
+        index.remove(&node, "c1", CallKey(1));
+        assert_eq!(index.call_of(&node, "c1"), Some(CallKey(2)));
+        index.remove(&node, "c1", CallKey(2));
+        assert!(index.with_call_id("abc@host").is_empty());
+        assert_eq!(index.call_of(&node, "c1"), None);
+    }
+}

@@ -1,0 +1,501 @@
+//! Phone-initiated transfers (B1–B7, A1–A6), fed event by event.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+/// Call 1: CALLER (party 0) dialed bob, whose leg `t-1-b` (party 1) answered; bridge `t-1-bridge`.
+const TRANSFEREE: &str = "t-1-b";
+const BRIDGE1: &str = "t-1-bridge";
+/// Call 2, the consult call: CONSULT (the transferer's second leg) dialed carol, `t-2-b` answered.
+const CONSULT: &str = "consult-leg";
+const CONSULTED: &str = "t-2-b";
+const BRIDGE2: &str = "t-2-bridge";
+
+fn refer(source: &str, destination: &str) -> Value {
+    let mut value: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/captures/ChannelTransfer-blind.json"
+    ))
+    .unwrap();
+    value["referred_by"]["source_channel"] = channel(source);
+    value["refer_to"]["requested_destination"]["destination"] = json!(destination);
+    value
+}
+
+fn blind_refer(source: &str, destination: &str) -> Input {
+    event(refer(source, destination))
+}
+
+/// An attended REFER on `source` whose Replaces names `replaced`'s dialog; `resolved` says whether
+/// Asterisk found that dialog itself (then it names the channel, else only the Call-ID and tags).
+fn attended_refer(source: &str, replaced: &str, resolved: bool) -> Input {
+    let mut value = refer(source, "carol");
+    let destination = &mut value["refer_to"]["requested_destination"];
+    destination["protocol_id"] = json!(format!("{replaced}@test"));
+    destination["additional_protocol_params"] = json!([
+        {"parameter_name": "from", "parameter_value": "tag-a"},
+        {"parameter_name": "to", "parameter_value": "tag-b"}
+    ]);
+    if resolved {
+        value["refer_to"]["destination_channel"] = channel(replaced);
+    }
+    event(value)
+}
+
+fn stasis_end(id: &str) -> Input {
+    event(json!({"type": "StasisEnd", "channel": channel(id)}))
+}
+
+fn entered_bridge(bridge: &str, id: &str) -> Input {
+    event(
+        json!({"type": "ChannelEnteredBridge", "bridge": {"id": bridge, "channels": []}, "channel": channel(id)}),
+    )
+}
+
+fn progress(channel: &str, state: TransferProgress) -> AriRequest {
+    AriRequest::TransferProgress {
+        channel: channel.into(),
+        state,
+    }
+}
+
+fn add(bridge: &str, channel: &str) -> AriRequest {
+    AriRequest::AddToBridge {
+        bridge: bridge.into(),
+        channels: vec![channel.into()],
+    }
+}
+
+fn stop_ringback() -> AriRequest {
+    AriRequest::StopPlayback {
+        playback: "t-2-ring".into(),
+    }
+}
+
+const TARGET: &str = "t-2-t";
+
+/// A connected call 1 with a blind transfer of the transferee to carol, REFERed on `source`.
+fn blind_pending(source: &str) -> Engine {
+    let (mut engine, _) = connected();
+    let out = engine.handle(1_000, blind_refer(source, "carol"));
+    let transferee = if source == CALLER { TRANSFEREE } else { CALLER };
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(source, TransferProgress::Progress),
+            AriRequest::RemoveFromBridge {
+                bridge: BRIDGE1.into(),
+                channels: vec![source.into()]
+            },
+            AriRequest::PlayOnBridge {
+                bridge: BRIDGE1.into(),
+                playback: "t-2-ring".into(),
+                media: "tone:ring".into()
+            },
+            AriRequest::CreateChannel {
+                channel: TARGET.into(),
+                endpoint: "PJSIP/carol".into(),
+                app_args: "dialed".into(),
+                originator: Some(transferee.into()),
+                variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+            },
+            AriRequest::Dial {
+                channel: TARGET.into(),
+                caller: Some(transferee.into()),
+                timeout_secs: 35
+            },
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
+    engine
+}
+
+fn terminal_reports(outputs: &[Output]) -> Vec<AriRequest> {
+    requests(outputs)
+        .into_iter()
+        .filter(|r| matches!(r, AriRequest::TransferProgress { state, .. } if state.is_terminal()))
+        .collect()
+}
+
+#[test]
+fn b1_blind_target_answers_joins_the_transferee_and_the_transferer_is_hung_up() {
+    let mut engine = blind_pending(CALLER);
+    assert!(engine
+        .handle(1_100, stasis_start(TARGET, &["dialed"]))
+        .is_empty());
+    let out = engine.handle(1_500, state_change(TARGET, "Up"));
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            add(BRIDGE1, TARGET),
+            progress(CALLER, TransferProgress::Answered),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING),
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
+    assert_eq!(
+        engine.poll_timeout(),
+        None,
+        "the target's ring timeout is cancelled"
+    );
+    // The transferer's own hangup events and Asterisk's follow-up ChannelTransfer change nothing.
+    assert!(engine.handle(1_600, stasis_end(CALLER)).is_empty());
+    let mut follow_up = refer(CALLER, "carol");
+    follow_up["state"] = json!("channel_answered");
+    assert!(engine.handle(1_601, event(follow_up)).is_empty());
+    // The call goes on between transferee and target: the target hanging up ends it.
+    let out = engine.handle(9_000, stasis_end(TARGET));
+    assert_eq!(
+        requests(&out),
+        vec![
+            hangup(TRANSFEREE, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            }
+        ]
+    );
+    assert!(ended(&out));
+    assert_eq!(engine.call_count(), 0);
+}
+
+#[test]
+fn b2_blind_target_busy_gives_603_and_the_transferer_back() {
+    let mut engine = blind_pending(CALLER);
+    let busy = json!({"type": "ChannelHangupRequest", "cause": 17, "channel": channel(TARGET)});
+    let out = engine.handle(1_500, event(busy));
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            add(BRIDGE1, CALLER),
+            progress(CALLER, TransferProgress::Declined),
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
+    // The target's later events belong to no call.
+    assert!(engine.handle(1_501, destroyed(TARGET, 17)).is_empty());
+}
+
+#[test]
+fn b2_blind_target_rejects_gives_603() {
+    let mut engine = blind_pending(CALLER);
+    let out = engine.handle(1_500, destroyed(TARGET, 21));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Declined)]
+    );
+}
+
+#[test]
+fn b3_blind_no_answer_gives_503_and_the_transferer_back() {
+    let mut engine = blind_pending(CALLER);
+    assert_eq!(engine.poll_timeout(), Some(31_000));
+    let out = engine.handle_timeout(31_000);
+    assert_eq!(
+        requests(&out),
+        vec![
+            hangup(TARGET, HangupCause::NO_ANSWER),
+            stop_ringback(),
+            add(BRIDGE1, CALLER),
+            progress(CALLER, TransferProgress::Unavailable),
+        ]
+    );
+}
+
+#[test]
+fn b3_blind_unreachable_target_gives_503() {
+    let mut engine = blind_pending(CALLER);
+    let failed = Input::RequestFailed {
+        node: NODE.into(),
+        call: CallKey(1),
+        request: AriRequest::CreateChannel {
+            channel: TARGET.into(),
+            endpoint: "PJSIP/carol".into(),
+            app_args: "dialed".into(),
+            originator: None,
+            variables: vec![],
+        },
+        status: Some(500),
+        message: "Allocation failed".into(),
+    };
+    let out = engine.handle(1_010, failed);
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Unavailable)]
+    );
+    assert!(requests(&out).contains(&add(BRIDGE1, CALLER)));
+}
+
+#[test]
+fn b4_blind_without_a_route_gives_503_at_once_and_changes_nothing() {
+    let (mut engine, _) = connected();
+    let out = engine.handle(1_000, blind_refer(CALLER, "12345"));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(CALLER, TransferProgress::Progress),
+            progress(CALLER, TransferProgress::Unavailable)
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
+}
+
+#[test]
+fn b5_transferee_hangs_up_while_the_target_rings() {
+    let mut engine = blind_pending(CALLER);
+    let out = engine.handle(1_500, stasis_end(TRANSFEREE));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(CALLER, TransferProgress::Unavailable),
+            hangup(TARGET, HangupCause::NORMAL_CLEARING),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            }
+        ]
+    );
+    assert!(ended(&out));
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn b6_transferer_hangs_up_while_the_target_rings_and_the_transfer_goes_on() {
+    let mut engine = blind_pending(CALLER);
+    assert!(requests(&engine.handle(1_200, stasis_end(CALLER))).is_empty());
+    let out = engine.handle(1_500, state_change(TARGET, "Up"));
+    assert_eq!(requests(&out), vec![stop_ringback(), add(BRIDGE1, TARGET)]);
+    assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
+}
+
+#[test]
+fn b6_target_fails_after_the_transferer_left_and_the_transferee_is_released() {
+    let mut engine = blind_pending(CALLER);
+    engine.handle(1_200, stasis_end(CALLER));
+    let out = engine.handle(1_500, destroyed(TARGET, 17));
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            hangup(TRANSFEREE, HangupCause::USER_BUSY),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            }
+        ]
+    );
+    assert!(ended(&out));
+}
+
+#[test]
+fn b7_a_second_refer_while_one_is_pending_is_declined() {
+    let mut engine = blind_pending(CALLER);
+    for source in [CALLER, TRANSFEREE] {
+        let out = engine.handle(1_100, blind_refer(source, "dave"));
+        assert_eq!(
+            requests(&out),
+            vec![
+                progress(source, TransferProgress::Progress),
+                progress(source, TransferProgress::Declined)
+            ]
+        );
+    }
+    // The first goes on.
+    let out = engine.handle(1_500, state_change(TARGET, "Up"));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Answered)]
+    );
+}
+
+#[test]
+fn a6_blind_refer_from_the_callees_phone_transfers_the_caller() {
+    let mut engine = blind_pending(TRANSFEREE);
+    let out = engine.handle(1_500, state_change(TARGET, "Up"));
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            add(BRIDGE1, TARGET),
+            progress(TRANSFEREE, TransferProgress::Answered),
+            hangup(TRANSFEREE, HangupCause::NORMAL_CLEARING),
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
+}
+
+#[test]
+fn a_refer_on_a_call_still_ringing_is_declined() {
+    let (mut engine, _) = dialing();
+    let out = engine.handle(10, blind_refer(CALLER, "carol"));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Declined)]
+    );
+}
+
+/// Call 1 (CALLER ↔ TRANSFEREE) and the consult call 2 (CONSULT ↔ CONSULTED), both connected.
+fn two_calls() -> Engine {
+    let (mut engine, _) = connected();
+    engine.handle(200, stasis_start(CONSULT, &["carol"]));
+    engine.handle(300, state_change(CONSULTED, "Up"));
+    assert_eq!(engine.phase_of(NODE, CONSULT), Some(CallPhase::Connected));
+    engine
+}
+
+fn attended_pending(source: &str, replaced: &str, resolved: bool) -> Engine {
+    let mut engine = two_calls();
+    let out = engine.handle(1_000, attended_refer(source, replaced, resolved));
+    let (newcomer, bridge) = if source == CALLER || source == TRANSFEREE {
+        (CONSULTED, BRIDGE1)
+    } else {
+        (TRANSFEREE, BRIDGE2)
+    };
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(source, TransferProgress::Progress),
+            add(bridge, newcomer)
+        ]
+    );
+    assert!(ended(&out), "the consult call is absorbed");
+    assert_eq!(engine.call_count(), 1);
+    engine
+}
+
+#[test]
+fn a1_attended_resolved_by_asterisk_moves_the_consulted_party_to_the_transferee() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    let out = engine.handle(1_010, entered_bridge(BRIDGE1, CONSULTED));
+    assert_eq!(
+        requests(&out),
+        vec![
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE2.into()
+            },
+            progress(CALLER, TransferProgress::Answered),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING),
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CONSULTED), Some(CallPhase::Connected));
+    assert_eq!(
+        engine.phase_of(NODE, TRANSFEREE),
+        Some(CallPhase::Connected)
+    );
+    // The transferer's two legs hang up; that changes nothing for the transferee and the target.
+    assert!(engine.handle(1_020, stasis_end(CALLER)).is_empty());
+    assert!(engine.handle(1_021, stasis_end(CONSULT)).is_empty());
+    // Later, the transferee hangs up: the target follows and bridge1 goes.
+    let out = engine.handle(5_000, stasis_end(TRANSFEREE));
+    assert_eq!(
+        requests(&out),
+        vec![
+            hangup(CONSULTED, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            }
+        ]
+    );
+    assert_eq!(engine.call_count(), 0);
+}
+
+#[test]
+fn a2_attended_not_resolved_by_asterisk_is_resolved_by_call_id() {
+    let mut engine = attended_pending(CALLER, CONSULT, false);
+    let out = engine.handle(1_010, entered_bridge(BRIDGE1, CONSULTED));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Answered)]
+    );
+}
+
+#[test]
+fn a4_attended_with_an_unknown_call_id_gives_503_and_changes_nothing() {
+    let mut engine = two_calls();
+    let out = engine.handle(1_000, attended_refer(CALLER, "nowhere", false));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(CALLER, TransferProgress::Progress),
+            progress(CALLER, TransferProgress::Unavailable)
+        ]
+    );
+    assert_eq!(engine.call_count(), 2);
+}
+
+#[test]
+fn a4_attended_naming_a_dialog_of_the_same_call_gives_503() {
+    let mut engine = two_calls();
+    let out = engine.handle(1_000, attended_refer(CALLER, TRANSFEREE, false));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Unavailable)]
+    );
+}
+
+#[test]
+fn a5_consulted_party_hangs_up_during_the_move() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    let out = engine.handle(1_005, stasis_end(CONSULTED));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(CALLER, TransferProgress::Unavailable),
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE2.into()
+            }
+        ]
+    );
+    // The transferer keeps its first call.
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
+    assert_eq!(
+        engine.phase_of(NODE, TRANSFEREE),
+        Some(CallPhase::Connected)
+    );
+}
+
+#[test]
+fn a5_transferee_hangs_up_during_the_move() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    let out = engine.handle(1_005, stasis_end(TRANSFEREE));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(CALLER, TransferProgress::Unavailable),
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+            hangup(CONSULTED, HangupCause::NORMAL_CLEARING),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE2.into()
+            },
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            },
+        ]
+    );
+    assert_eq!(engine.call_count(), 0);
+}
+
+#[test]
+fn a6_attended_refer_on_the_consult_leg_moves_the_first_calls_party() {
+    // The phone may send the REFER on its consult leg, naming the first call's dialog.
+    let mut engine = attended_pending(CONSULT, CALLER, true);
+    let out = engine.handle(1_010, entered_bridge(BRIDGE2, TRANSFEREE));
+    assert_eq!(
+        requests(&out),
+        vec![
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            },
+            progress(CONSULT, TransferProgress::Answered),
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING),
+        ]
+    );
+    assert_eq!(
+        engine.phase_of(NODE, TRANSFEREE),
+        Some(CallPhase::Connected)
+    );
+}

@@ -1,0 +1,409 @@
+//! Phone-initiated transfers (SIP REFER, ChannelTransfer), as a phase of a connected call.
+//!
+//! Names follow the call schema `A --- bridge1 --- S` (A the transferee, S the transferer's leg the REFER
+//! arrived on) and, for attended transfers, `C --- bridge2 --- R` (C the party S's phone consulted, R the
+//! transferer's consult leg, the dialog the REFER's `Replaces` names). The engine posts NOTIFY 100 (progress)
+//! before a transfer starts; each transfer then ends in exactly one terminal report to S, unless S is gone
+//! (then Asterisk itself has sent the phone a 503).
+//!
+//! Blind (`Transfer::Blind`): S leaves bridge1, A hears ringing, the target T is dialed.
+//!
+//! | input                                   | outcome                                                        |
+//! |-----------------------------------------|----------------------------------------------------------------|
+//! | T answers                               | T joins bridge1, NOTIFY 200, S hung up → Connected (A, T)       |
+//! | T busy or rejected (cause 17, 21)       | S back in bridge1, NOTIFY 603 → Connected (A, S)                |
+//! | T fails otherwise, T's dial fails       | S back in bridge1, NOTIFY 503 → Connected (A, S)                |
+//! | ring timeout                            | T hung up, S back in bridge1, NOTIFY 503 → Connected (A, S)     |
+//! | A hangs up (B5)                         | T hung up, NOTIFY 503, S hung up, bridge1 destroyed → ended    |
+//! | S hangs up (B6)                         | the transfer goes on                                           |
+//! | T fails after S hung up (B6)            | A hung up with T's cause (nobody to return to) → ended         |
+//!
+//! Attended (`Transfer::Attended`): C is moved from bridge2 into bridge1 (one addChannel).
+//!
+//! | input                                   | outcome                                                        |
+//! |-----------------------------------------|----------------------------------------------------------------|
+//! | C entered bridge1                       | bridge2 destroyed, NOTIFY 200, S and R hung up → Connected (A, C)|
+//! | C hangs up, or the move fails (A5)      | NOTIFY 503, R (and C) hung up, bridge2 destroyed → Connected (A, S)|
+//! | A hangs up (A5)                         | NOTIFY 503, S, R and C hung up, both bridges destroyed → ended  |
+//! | S or R hangs up                         | the transfer goes on (both are hung up at the end anyway)      |
+//!
+//! In every phase, another REFER on the call is answered NOTIFY 603 at once (B7), by the engine.
+
+use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
+
+use super::routing::{Call, Flow, Leg, Phase};
+use super::timers::{TimerKind, Timers};
+use super::{CallKey, Effects, Millis};
+
+/// The media a transferee hears while a blind transfer's target rings.
+const RINGBACK: &str = "tone:ring";
+
+#[derive(Debug)]
+pub(super) enum Transfer {
+    Blind {
+        /// The party index of S.
+        source: usize,
+        target: String,
+        ring_deadline: Millis,
+        ringback: String,
+        /// The cause a Dial failure status implies, if the target's hangup carries none.
+        failure: Option<HangupCause>,
+        source_gone: bool,
+    },
+    Attended {
+        source: usize,
+        replaced: String,
+        /// C, being moved into this call's bridge.
+        newcomer: String,
+        old_bridge: String,
+    },
+}
+
+impl Transfer {
+    pub fn channels(&self) -> Vec<String> {
+        match self {
+            Transfer::Blind { target, .. } => vec![target.clone()],
+            Transfer::Attended {
+                replaced, newcomer, ..
+            } => vec![replaced.clone(), newcomer.clone()],
+        }
+    }
+
+    pub fn leg_of(&self, channel: &str) -> Option<Leg> {
+        match self {
+            Transfer::Blind { target, .. } if target == channel => Some(Leg::Target),
+            Transfer::Attended { newcomer, .. } if newcomer == channel => Some(Leg::Target),
+            Transfer::Attended { replaced, .. } if replaced == channel => Some(Leg::Replaced),
+            _ => None,
+        }
+    }
+
+    pub fn note_dial_failure(&mut self, cause: HangupCause) {
+        if let Transfer::Blind { failure, .. } = self {
+            *failure = Some(cause);
+        }
+    }
+
+    pub fn cancel_timer(&self, call: CallKey, timers: &mut Timers) {
+        if let Transfer::Blind { ring_deadline, .. } = self {
+            timers.cancel(*ring_deadline, call, TimerKind::RingTimeout);
+        }
+    }
+
+    fn source(&self) -> usize {
+        match self {
+            Transfer::Blind { source, .. } | Transfer::Attended { source, .. } => *source,
+        }
+    }
+}
+
+/// The NOTIFY a failed target's hangup cause gives the transferer: 603 for busy and rejected, else 503.
+pub fn failure_report(cause: HangupCause) -> TransferProgress {
+    match cause {
+        HangupCause::USER_BUSY | HangupCause::CALL_REJECTED => TransferProgress::Declined,
+        _ => TransferProgress::Unavailable,
+    }
+}
+
+impl Call {
+    /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
+    pub(super) fn start_blind(
+        &mut self,
+        source: usize,
+        dial: &str,
+        target: String,
+        ringback: String,
+        fx: &mut Effects,
+    ) {
+        let ring_deadline = fx.now + fx.config.ring_timeout;
+        fx.timers
+            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
+        tracing::info!(call = %self.key, %target, %dial, "blind transfer");
+        fx.request(
+            self,
+            AriRequest::RemoveFromBridge {
+                bridge: self.bridge.clone(),
+                channels: vec![self.party(source).to_owned()],
+            },
+        );
+        fx.request(
+            self,
+            AriRequest::PlayOnBridge {
+                bridge: self.bridge.clone(),
+                playback: ringback.clone(),
+                media: RINGBACK.to_owned(),
+            },
+        );
+        self.dial(target.clone(), dial, 1 - source, fx);
+        self.phase = Phase::Transferring(Transfer::Blind {
+            source,
+            target,
+            ring_deadline,
+            ringback,
+            failure: None,
+            source_gone: false,
+        });
+    }
+
+    /// Attended transfer: `newcomer` (C) moves from `old_bridge` into this call's bridge, replacing party
+    /// `source`; `replaced` (R) is the transferer's consult leg.
+    pub(super) fn start_attended(
+        &mut self,
+        source: usize,
+        replaced: String,
+        newcomer: String,
+        old_bridge: String,
+        fx: &mut Effects,
+    ) {
+        tracing::info!(call = %self.key, %newcomer, %replaced, "attended transfer");
+        fx.request(
+            self,
+            AriRequest::AddToBridge {
+                bridge: self.bridge.clone(),
+                channels: vec![newcomer.clone()],
+            },
+        );
+        self.phase = Phase::Transferring(Transfer::Attended {
+            source,
+            replaced,
+            newcomer,
+            old_bridge,
+        });
+    }
+
+    /// Ends the transfer phase: back to Connected, the transfer's deadline cancelled.
+    fn finish_transfer(&mut self, fx: &mut Effects) -> Option<Transfer> {
+        let Phase::Transferring(transfer) = std::mem::replace(&mut self.phase, Phase::Connected)
+        else {
+            return None;
+        };
+        transfer.cancel_timer(self.key, fx.timers);
+        Some(transfer)
+    }
+
+    fn report(&self, source: usize, state: TransferProgress, fx: &mut Effects) {
+        tracing::info!(call = %self.key, status = state.sip_status(), "transfer ended");
+        fx.request(
+            self,
+            AriRequest::TransferProgress {
+                channel: self.party(source).to_owned(),
+                state,
+            },
+        );
+    }
+
+    pub(super) fn on_target_answered(&mut self, fx: &mut Effects) -> Flow {
+        if !matches!(self.phase, Phase::Transferring(Transfer::Blind { .. })) {
+            return Flow::Continue;
+        }
+        let Some(Transfer::Blind {
+            source,
+            target,
+            ringback,
+            source_gone,
+            ..
+        }) = self.finish_transfer(fx)
+        else {
+            return Flow::Continue;
+        };
+        fx.request(self, AriRequest::StopPlayback { playback: ringback });
+        fx.request(
+            self,
+            AriRequest::AddToBridge {
+                bridge: self.bridge.clone(),
+                channels: vec![target.clone()],
+            },
+        );
+        if !source_gone {
+            self.report(source, TransferProgress::Answered, fx);
+            self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
+        }
+        self.parties[source] = target;
+        Flow::Continue
+    }
+
+    pub(super) fn on_target_joined(&mut self, fx: &mut Effects) -> Flow {
+        if !matches!(self.phase, Phase::Transferring(Transfer::Attended { .. })) {
+            return Flow::Continue;
+        }
+        let Some(Transfer::Attended {
+            source,
+            replaced,
+            newcomer,
+            old_bridge,
+        }) = self.finish_transfer(fx)
+        else {
+            return Flow::Continue;
+        };
+        fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
+        self.report(source, TransferProgress::Answered, fx);
+        self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
+        fx.request(
+            self,
+            AriRequest::Hangup {
+                channel: replaced,
+                cause: HangupCause::NORMAL_CLEARING,
+            },
+        );
+        self.parties[source] = newcomer;
+        Flow::Continue
+    }
+
+    pub(super) fn on_target_ring_timeout(&mut self, fx: &mut Effects) -> Flow {
+        let Phase::Transferring(Transfer::Blind { target, .. }) = &self.phase else {
+            return Flow::Continue;
+        };
+        let target = target.clone();
+        fx.request(
+            self,
+            AriRequest::Hangup {
+                channel: target,
+                cause: HangupCause::NO_ANSWER,
+            },
+        );
+        self.blind_failed(HangupCause::NO_ANSWER, fx)
+    }
+
+    /// The blind transfer's target did not answer: the transferer gets its call back, or, if it hung up,
+    /// the transferee is released rather than left alone.
+    fn blind_failed(&mut self, cause: HangupCause, fx: &mut Effects) -> Flow {
+        let Some(Transfer::Blind {
+            source,
+            ringback,
+            source_gone,
+            failure,
+            ..
+        }) = self.finish_transfer(fx)
+        else {
+            return Flow::Continue;
+        };
+        let cause = match cause {
+            HangupCause(0) | HangupCause::NORMAL_CLEARING => {
+                failure.unwrap_or(HangupCause::NORMAL_CLEARING)
+            }
+            cause => cause,
+        };
+        fx.request(self, AriRequest::StopPlayback { playback: ringback });
+        if source_gone {
+            tracing::info!(call = %self.key, "transfer failed after the transferer left; releasing the transferee");
+            self.hang_up(1 - source, cause, fx);
+            return self.end(fx);
+        }
+        fx.request(
+            self,
+            AriRequest::AddToBridge {
+                bridge: self.bridge.clone(),
+                channels: vec![self.party(source).to_owned()],
+            },
+        );
+        self.report(source, failure_report(cause), fx);
+        Flow::Continue
+    }
+
+    /// The attended move did not happen: the transferer keeps its first call; the consult call is over.
+    fn attended_failed(&mut self, newcomer_alive: bool, fx: &mut Effects) -> Flow {
+        let Some(Transfer::Attended {
+            source,
+            replaced,
+            newcomer,
+            old_bridge,
+        }) = self.finish_transfer(fx)
+        else {
+            return Flow::Continue;
+        };
+        self.report(source, TransferProgress::Unavailable, fx);
+        let mut leftovers = vec![replaced];
+        if newcomer_alive {
+            leftovers.push(newcomer);
+        }
+        for channel in leftovers {
+            let cause = HangupCause::NORMAL_CLEARING;
+            fx.request(self, AriRequest::Hangup { channel, cause });
+        }
+        fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
+        Flow::Continue
+    }
+
+    pub(super) fn on_leg_gone_in_transfer(
+        &mut self,
+        leg: Leg,
+        cause: i32,
+        fx: &mut Effects,
+    ) -> Flow {
+        let Phase::Transferring(transfer) = &mut self.phase else {
+            return Flow::Continue;
+        };
+        let source = transfer.source();
+        match (transfer, leg) {
+            (Transfer::Blind { source_gone, .. }, Leg::Party(p)) if p == source => {
+                *source_gone = true;
+                Flow::Continue
+            }
+            (Transfer::Blind { .. }, Leg::Target) => self.blind_failed(HangupCause(cause), fx),
+            (Transfer::Attended { .. }, Leg::Target) => self.attended_failed(false, fx),
+            (Transfer::Attended { .. }, Leg::Party(p)) if p == source => Flow::Continue,
+            (_, Leg::Replaced) => Flow::Continue,
+            // The transferee hung up: nobody is left to transfer.
+            (_, Leg::Party(_)) => self.abandon_transfer(fx),
+        }
+    }
+
+    /// The transferee is gone: everything of the call is released, and the transferer told 503.
+    fn abandon_transfer(&mut self, fx: &mut Effects) -> Flow {
+        let Some(transfer) = self.finish_transfer(fx) else {
+            return Flow::Continue;
+        };
+        let source = transfer.source();
+        let mut leftovers = transfer.channels();
+        let source_gone = matches!(
+            transfer,
+            Transfer::Blind {
+                source_gone: true,
+                ..
+            }
+        );
+        if !source_gone {
+            self.report(source, TransferProgress::Unavailable, fx);
+            leftovers.push(self.party(source).to_owned());
+        }
+        for channel in leftovers {
+            let cause = HangupCause::NORMAL_CLEARING;
+            fx.request(self, AriRequest::Hangup { channel, cause });
+        }
+        if let Transfer::Attended { old_bridge, .. } = transfer {
+            fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
+        }
+        self.end(fx)
+    }
+
+    pub(super) fn on_request_failed_in_transfer(
+        &mut self,
+        request: &AriRequest,
+        fx: &mut Effects,
+    ) -> Flow {
+        let Phase::Transferring(transfer) = &self.phase else {
+            return Flow::Continue;
+        };
+        let concerns_target = match (transfer, request) {
+            (Transfer::Blind { target, .. }, AriRequest::CreateChannel { channel, .. })
+            | (Transfer::Blind { target, .. }, AriRequest::Dial { channel, .. }) => {
+                channel == target
+            }
+            (Transfer::Attended { newcomer, .. }, AriRequest::AddToBridge { channels, .. }) => {
+                channels.contains(newcomer)
+            }
+            _ => false,
+        };
+        match (transfer, concerns_target) {
+            (Transfer::Blind { target, .. }, true) => {
+                let channel = target.clone();
+                let cause = HangupCause::UNALLOCATED;
+                fx.request(self, AriRequest::Hangup { channel, cause });
+                self.blind_failed(cause, fx)
+            }
+            (Transfer::Attended { .. }, true) => self.attended_failed(true, fx),
+            // A request from before the transfer (or a cleanup) failed: nothing to undo.
+            _ => Flow::Continue,
+        }
+    }
+}
