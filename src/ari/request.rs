@@ -66,7 +66,7 @@ impl TransferProgress {
 }
 
 /// One ARI REST request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AriRequest {
     /// `POST /bridges/{id}` with type [`BRIDGE_TYPE`].
     CreateBridge {
@@ -175,6 +175,16 @@ impl AriRequest {
                 | AriRequest::Hangup { .. }
                 | AriRequest::StopPlayback { .. }
         )
+    }
+
+    /// Requests whose failure would leave something behind (a channel, a bridge, a phone waiting for the
+    /// outcome of its transfer): worth one more try when Asterisk fails them for another reason than 404.
+    pub fn worth_a_retry(&self) -> bool {
+        match self {
+            AriRequest::Hangup { .. } | AriRequest::DestroyBridge { .. } => true,
+            AriRequest::TransferProgress { state, .. } => state.is_terminal(),
+            _ => false,
+        }
     }
 
     /// The method, path and parameters of this request. `app` is the Stasis application name.

@@ -204,6 +204,8 @@ pub struct Engine {
     index: ChannelIndex,
     timers: Timers,
     next_key: u64,
+    /// Requests made a second time after a failure.
+    retried: HashSet<(NodeName, AriRequest)>,
 }
 
 impl Engine {
@@ -214,6 +216,7 @@ impl Engine {
             index: ChannelIndex::default(),
             timers: Timers::default(),
             next_key: 1,
+            retried: HashSet::new(),
         }
     }
 
@@ -243,14 +246,21 @@ impl Engine {
                 bridges,
             } => self.on_synced(now, node, channels, bridges, &mut out),
             Input::RequestFailed {
+                node,
                 call,
                 request,
                 status,
                 message,
-                ..
             } => {
                 if request.done_if_missing() && status == Some(404) {
                     tracing::debug!(%call, target = request.target(), "already gone");
+                } else if self.retry_once(&node, &request, status) {
+                    tracing::warn!(%call, ?request, ?status, %message, "ARI request failed; trying once more");
+                    out.push(Output::Ari {
+                        node,
+                        call,
+                        request,
+                    });
                 } else {
                     tracing::warn!(%call, ?request, ?status, %message, "ARI request failed");
                     self.with_call(now, call, &mut out, |call, fx| {
@@ -531,6 +541,24 @@ impl Engine {
             tracing::info!(%bridge, "destroying a bridge no call owns");
             self.one_off(node.clone(), AriRequest::DestroyBridge { bridge }, out);
         }
+    }
+
+    /// Whether a failed request should be made again: once, if its failure would leave something behind
+    /// (a channel, a bridge, a phone waiting 600 s for its transfer's outcome) and the failure is not a
+    /// 404 (already gone; for a transferer, Asterisk has then told the phone 503 itself).
+    fn retry_once(&mut self, node: &NodeName, request: &AriRequest, status: Option<u16>) -> bool {
+        if !request.worth_a_retry() || status == Some(404) {
+            return false;
+        }
+        let key = (node.clone(), request.clone());
+        if self.retried.remove(&key) {
+            return false;
+        }
+        // Successful retries are never reported back; the set is only a guard, so it is kept small.
+        if self.retried.len() >= 10_000 {
+            self.retried.clear();
+        }
+        self.retried.insert(key)
     }
 
     fn new_key(&mut self) -> CallKey {
