@@ -7,37 +7,6 @@ use std::time::Duration;
 
 use lab::{assert_nothing_left, scratch, serial, wait_for_bridge, App, AppSettings, Phone};
 
-/// A registered callee phone running `scenario` on its own port.
-async fn callee(
-    dir: &std::path::Path,
-    node: &lab::Node,
-    user: &str,
-    scenario: &str,
-    extra: &[&str],
-) -> Phone {
-    let port = lab::free_udp_port();
-    Phone::register(dir, node, user, port).await;
-    Phone::start(dir, node, scenario, user, user, port, extra)
-}
-
-fn caller(
-    dir: &std::path::Path,
-    node: &lab::Node,
-    scenario: &str,
-    exten: &str,
-    extra: &[&str],
-) -> Phone {
-    Phone::start(
-        dir,
-        node,
-        scenario,
-        exten,
-        "alice",
-        lab::free_udp_port(),
-        extra,
-    )
-}
-
 #[tokio::test]
 async fn r1_caller_hears_ringing_and_both_legs_share_one_bridge() {
     let _lab = serial().await;
@@ -45,9 +14,9 @@ async fn r1_caller_hears_ringing_and_both_legs_share_one_bridge() {
     let dir = scratch("r1_bridge");
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
-    let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     // uac_talk requires a 180 before the 200: the caller hears ringing.
-    let alice = caller(
+    let alice = Phone::caller(
         &dir,
         &node,
         "uac_talk.xml",
@@ -69,8 +38,8 @@ async fn r2_busy_callee_gives_the_caller_486() {
     let dir = scratch("r2_busy");
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
-    let bob = callee(&dir, &node, "bob", "uas_busy.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_expect_486.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", "uas_busy.xml", &[]).await;
+    let alice = Phone::caller(&dir, &node, "uac_expect_486.xml", "bob", &[]);
     alice.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&node).await;
@@ -84,8 +53,8 @@ async fn r2_declined_callee_gives_the_caller_the_rejection() {
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
     // A 603 from the callee is cause 21 (call rejected), which Asterisk answers to the caller as 403.
-    let bob = callee(&dir, &node, "bob", "uas_decline.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_expect_403.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", "uas_decline.xml", &[]).await;
+    let alice = Phone::caller(&dir, &node, "uac_expect_403.xml", "bob", &[]);
     alice.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&node).await;
@@ -101,8 +70,8 @@ async fn r2_no_answer_within_the_ring_timeout_gives_480_and_cancels_the_callee()
     let _app = App::start(&dir, &settings).await;
 
     // The callee rings until it is cancelled (it expects the CANCEL).
-    let bob = callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_expect_480.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
+    let alice = Phone::caller(&dir, &node, "uac_expect_480.xml", "bob", &[]);
     alice.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&node).await;
@@ -116,11 +85,11 @@ async fn r2_unknown_extension_gives_404() {
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
     // No route matches digits (the test routes are letters only).
-    caller(&dir, &node, "uac_expect_404.xml", "12345", &[])
+    Phone::caller(&dir, &node, "uac_expect_404.xml", "12345", &[])
         .expect_success()
         .await;
     // A route matches, but it names no endpoint.
-    caller(&dir, &node, "uac_expect_404.xml", "nosuchphone", &[])
+    Phone::caller(&dir, &node, "uac_expect_404.xml", "nosuchphone", &[])
         .expect_success()
         .await;
     assert_nothing_left(&node).await;
@@ -133,8 +102,8 @@ async fn r2_caller_cancels_while_ringing_and_the_callee_is_cancelled() {
     let dir = scratch("r2_cancel");
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
-    let bob = callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_cancel.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
+    let alice = Phone::caller(&dir, &node, "uac_cancel.xml", "bob", &[]);
     alice.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&node).await;
@@ -147,8 +116,8 @@ async fn r3_callee_hangs_up_and_the_caller_is_hung_up() {
     let dir = scratch("r3_callee_hangs_up");
     let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
 
-    let bob = callee(&dir, &node, "bob", "uas_answer_then_bye.xml", &[]).await;
-    let alice = caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer_then_bye.xml", &[]).await;
+    let alice = Phone::caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
     bob.expect_success().await;
     alice.expect_success().await;
@@ -167,8 +136,8 @@ async fn r3_app_reconnects_after_asterisk_restarts_and_the_next_call_works() {
     lab::start_node(1);
     app.wait_ready(true).await;
 
-    let bob = callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let alice = caller(
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let alice = Phone::caller(
         &dir,
         &node,
         "uac_talk.xml",

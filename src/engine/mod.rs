@@ -450,12 +450,14 @@ impl Engine {
         call_id: &str,
         out: &mut Vec<Output>,
     ) -> bool {
-        let resolved = transfer
-            .refer_to
-            .destination_channel
-            .as_ref()
-            .map(|c| c.id.clone())
-            .into_iter();
+        let asterisk_resolved = transfer.refer_to.destination_channel.as_ref();
+        tracing::info!(
+            call = %key,
+            call_id,
+            by = if asterisk_resolved.is_some() { "asterisk" } else { "call-id index" },
+            "attended transfer: resolving the replaced dialog"
+        );
+        let resolved = asterisk_resolved.map(|c| c.id.clone()).into_iter();
         let by_call_id = self
             .index
             .with_call_id(call_id)

@@ -83,11 +83,13 @@ fn lab(args: &[&str]) {
     assert!(status.success(), "scripts/lab {args:?} failed");
 }
 
-/// Node `n`, started if it is not running (once per test binary; `scripts/lab start` is idempotent).
+/// Node `n`, (re)started fresh the first time a test binary asks for it, so that nothing an earlier run
+/// left in it can disturb this one.
 pub fn node(n: u16) -> Node {
     static STARTED: StdMutex<Vec<u16>> = StdMutex::new(Vec::new());
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     if !started.contains(&n) {
+        lab(&["stop", &n.to_string()]);
         lab(&["start", &n.to_string()]);
         started.push(n);
     }
@@ -143,6 +145,30 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A channel variable (or function, e.g. `CHANNEL(pjsip,local_tag)`) of a channel.
+pub async fn ari_variable(node: &Node, channel: &str, variable: &str) -> String {
+    let value = ari_get(
+        node,
+        &format!("/channels/{channel}/variable?variable={variable}"),
+    )
+    .await;
+    value["value"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The id of the channel whose SIP Call-ID is `call_id`.
+pub async fn channel_with_call_id(node: &Node, call_id: &str) -> String {
+    let what = format!("a channel with Call-ID {call_id}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let channels = ari_get(node, "/channels").await;
+        channels
+            .as_array()?
+            .iter()
+            .find(|c| c["protocol_id"] == call_id)
+            .and_then(|c| c["id"].as_str().map(str::to_owned))
+    })
+    .await
 }
 
 /// The names of the channels in each bridge of the node.
@@ -255,9 +281,10 @@ impl AppSettings {
     }
 }
 
-/// The `ari-transfer` binary, running with a generated config. Killed on drop.
+/// The `ari-transfer` binary, running with a generated config. Killed on drop, and waited for, so that
+/// the next test's app is the only one connected to the node.
 pub struct App {
-    child: Child,
+    child: std::process::Child,
     pub http_port: u16,
     pub stderr_path: PathBuf,
 }
@@ -277,7 +304,7 @@ impl App {
         std::fs::write(&config, settings.toml(http_port)).unwrap();
         let stderr_path = dir.join("app.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
             .args(["run", "--config"])
             .arg(&config)
             .env("ARI_PASSWORD", password)
@@ -285,7 +312,6 @@ impl App {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn ari-transfer");
         App {
@@ -316,17 +342,22 @@ impl App {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// Whether the process has exited, with its code.
-    pub fn try_exit_code(&mut self) -> Option<Option<i32>> {
-        self.child.try_wait().unwrap().map(|status| status.code())
-    }
-
     pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .expect("the app did not exit")
-            .unwrap()
-            .code()
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the app did not exit");
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -336,6 +367,7 @@ pub struct Phone {
     pub name: String,
     pub port: u16,
     trace: PathBuf,
+    log: PathBuf,
 }
 
 impl Phone {
@@ -353,6 +385,7 @@ impl Phone {
         let name = format!("{}-{}", scenario.trim_end_matches(".xml"), port);
         let trace = dir.join(format!("{name}.messages.log"));
         let errors = dir.join(format!("{name}.errors.log"));
+        let log = dir.join(format!("{name}.log"));
         let mut command = Command::new("sipp");
         command
             .arg(format!("127.0.0.1:{}", node.sip_port))
@@ -364,7 +397,9 @@ impl Phone {
             .args(["-trace_msg", "-message_file"])
             .arg(&trace)
             .args(["-trace_err", "-error_file"])
-            .arg(&errors);
+            .arg(&errors)
+            .args(["-trace_logs", "-log_file"])
+            .arg(&log);
         command.args(extra);
         let child = command
             .stdin(Stdio::null())
@@ -378,7 +413,26 @@ impl Phone {
             name,
             port,
             trace,
+            log,
         }
+    }
+
+    /// A phone registered as `user` on its own port, then running `scenario` there (it receives calls).
+    pub async fn callee(
+        dir: &Path,
+        node: &Node,
+        user: &str,
+        scenario: &str,
+        extra: &[&str],
+    ) -> Phone {
+        let port = free_udp_port();
+        Phone::register(dir, node, user, port).await;
+        Phone::start(dir, node, scenario, user, user, port, extra)
+    }
+
+    /// Alice's phone running `scenario`, calling `exten`.
+    pub fn caller(dir: &Path, node: &Node, scenario: &str, exten: &str, extra: &[&str]) -> Phone {
+        Phone::start(dir, node, scenario, exten, "alice", free_udp_port(), extra)
     }
 
     /// Registers `user` with a contact on `port`, so that Asterisk can dial `PJSIP/user` to that port.
@@ -389,7 +443,12 @@ impl Phone {
     }
 
     /// Waits for the scenario to end and asserts it passed: every message it expects came, in order.
-    pub async fn expect_success(mut self) {
+    pub async fn expect_success(self) {
+        self.finish().await;
+    }
+
+    /// Like `expect_success`, and returns the NOTIFYs the phone received.
+    pub async fn finish(mut self) -> Vec<String> {
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
             .await
             .unwrap_or_else(|_| {
@@ -402,10 +461,39 @@ impl Phone {
             .unwrap();
         assert!(
             status.success(),
-            "{} failed ({status}); SIP trace:\n{}",
+            "{} failed ({status}); log: {:?}; SIP trace:\n{}",
             self.name,
+            self.logged(),
             self.trace_text()
         );
+        self.notifies()
+    }
+
+    /// The lines the scenario logged (`<log>` actions), such as `NOTIFY sipfrag 100 active`.
+    pub fn logged(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The sipfrag status and subscription state of every NOTIFY the phone received, in order.
+    pub fn notifies(&self) -> Vec<String> {
+        self.logged()
+            .iter()
+            .filter_map(|l| l.split("NOTIFY sipfrag ").nth(1))
+            .map(|s| s.trim().to_owned())
+            .collect()
+    }
+
+    /// Waits until the scenario logged a line containing `text`.
+    pub async fn wait_logged(&self, text: &str) {
+        let what = format!("{} to log {text:?}", self.name);
+        eventually(Duration::from_secs(20), &what, || async {
+            self.logged().iter().any(|l| l.contains(text)).then_some(())
+        })
+        .await
     }
 
     /// The SIP messages the phone sent and received so far.

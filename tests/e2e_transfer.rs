@@ -1,0 +1,332 @@
+//! Phone-initiated transfers (REFER) end to end: a real Asterisk 22 from the lab, the real binary, SIPp
+//! phones. Each test asserts the NOTIFYs the transferring phone received, who ends up bridged with whom
+//! (over ARI), who was hung up (each phone's scenario expects its BYE or sends its own), and that nothing of
+//! the app is left.
+
+mod lab;
+
+use lab::{
+    ari_variable, assert_nothing_left, channel_with_call_id, scratch, serial, wait_for_bridge, App,
+    AppSettings, Node, Phone,
+};
+
+/// What the transferring phone hears: NOTIFY 100 at once, then the outcome.
+fn notified(status: u16) -> Vec<String> {
+    vec!["100 active".to_owned(), format!("{status} terminated")]
+}
+
+async fn app(dir: &std::path::Path, node: &Node, ring_timeout_secs: f64) -> App {
+    let mut settings = AppSettings::for_node(node);
+    settings.ring_timeout_secs = ring_timeout_secs;
+    App::start(dir, &settings).await
+}
+
+#[tokio::test]
+async fn b1_blind_transfer_target_answers_and_talks_to_the_transferee() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b1_blind");
+    let _app = app(&dir, &node, 30.0).await;
+
+    // bob is the transferee: he stays until carol hangs up, then the app hangs him up.
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "2000"],
+    )
+    .await;
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind.xml",
+        "bob",
+        &["-key", "target", "carol", "-set", "expect_status", "200"],
+    );
+
+    wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
+    assert_eq!(
+        alice.finish().await,
+        notified(200),
+        "alice is told 200, then hung up"
+    );
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b2_blind_transfer_to_a_busy_target_gives_603_and_the_transferer_back() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b2_blind_busy");
+    let _app = app(&dir, &node, 30.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(&dir, &node, "carol", "uas_busy.xml", &[]).await;
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-set",
+            "expect_status",
+            "603",
+            "-set",
+            "talk_after_ms",
+            "2000",
+        ],
+    );
+
+    alice.wait_logged("TRANSFER result").await;
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    assert_eq!(alice.finish().await, notified(603));
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b3_blind_transfer_target_does_not_answer_gives_503_and_the_transferer_back() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b3_blind_no_answer");
+    let _app = app(&dir, &node, 2.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // carol rings until the app cancels her.
+    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-set",
+            "expect_status",
+            "503",
+            "-set",
+            "talk_after_ms",
+            "2000",
+        ],
+    );
+
+    alice.wait_logged("TRANSFER result").await;
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    assert_eq!(alice.finish().await, notified(503));
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b4_blind_transfer_without_a_route_gives_503_at_once() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b4_blind_no_route");
+    let _app = app(&dir, &node, 30.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // The test routes are letters only: digits have no route.
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "12345",
+            "-set",
+            "expect_status",
+            "503",
+            "-set",
+            "talk_after_ms",
+            "1500",
+        ],
+    );
+
+    alice.wait_logged("TRANSFER result").await;
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    assert_eq!(alice.finish().await, notified(503));
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn a6_blind_transfer_from_the_callees_phone() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("a6_blind_from_callee");
+    let _app = app(&dir, &node, 30.0).await;
+
+    // bob answers alice, then transfers her to carol; carol talks, then hangs up.
+    let bob = Phone::callee(
+        &dir,
+        &node,
+        "bob",
+        "xfer_uas_blind.xml",
+        &["-key", "target", "carol", "-set", "expect_status", "200"],
+    )
+    .await;
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "2000"],
+    )
+    .await;
+    let alice = Phone::caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
+
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
+    assert_eq!(bob.finish().await, notified(200));
+    carol.expect_success().await;
+    alice.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+/// Alice's consult call to carol, with a Call-ID and From tag the test chose; returns the phone and the
+/// Replaces parameters naming its dialog: (Call-ID with '@' escaped, to-tag, from-tag).
+async fn consult_call(
+    dir: &std::path::Path,
+    node: &Node,
+    name: &str,
+) -> (Phone, String, String, String) {
+    let call_id = format!("{name}-{}@127.0.0.1", std::process::id());
+    let from_tag = format!("{name}-tag");
+    let consult = Phone::caller(
+        dir,
+        node,
+        "xfer_uac_consult.xml",
+        "carol",
+        &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
+    );
+    wait_for_bridge(node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
+    let channel = channel_with_call_id(node, &call_id).await;
+    let to_tag = ari_variable(node, &channel, "CHANNEL(pjsip,local_tag)").await;
+    assert!(!to_tag.is_empty());
+    (consult, call_id.replace('@', "%40"), to_tag, from_tag)
+}
+
+/// A1 (tags as the phone sends them: Asterisk resolves the dialog) and A2 (tags swapped: it does not, and
+/// the app resolves the Call-ID itself) share one run.
+async fn attended_transfer(name: &str, swap_tags: bool) {
+    let node = lab::node(1);
+    let dir = scratch(name);
+    let _app = app(&dir, &node, 30.0).await;
+
+    // carol is the consulted party; bob the transferee, who hangs up once he has talked with carol.
+    let carol = Phone::callee(&dir, &node, "carol", "uas_answer.xml", &[]).await;
+    let bob = Phone::callee(
+        &dir,
+        &node,
+        "bob",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "5000"],
+    )
+    .await;
+    let (consult, call_id, to_tag, from_tag) = consult_call(&dir, &node, name).await;
+    let (to_tag, from_tag) = if swap_tags {
+        (from_tag, to_tag)
+    } else {
+        (to_tag, from_tag)
+    };
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_attended.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-key",
+            "replaces_call_id",
+            &call_id,
+            "-key",
+            "replaces_to_tag",
+            &to_tag,
+            "-key",
+            "replaces_from_tag",
+            &from_tag,
+            "-set",
+            "expect_status",
+            "200",
+        ],
+    );
+
+    wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
+    assert_eq!(
+        alice.finish().await,
+        notified(200),
+        "alice is told 200, then hung up"
+    );
+    consult.expect_success().await;
+    bob.expect_success().await;
+    carol.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn a1_attended_transfer_resolved_by_asterisk() {
+    let _lab = serial().await;
+    attended_transfer("a1_attended", false).await;
+}
+
+#[tokio::test]
+async fn a2_attended_transfer_with_swapped_tags_is_resolved_by_call_id() {
+    let _lab = serial().await;
+    attended_transfer("a2_attended_swapped", true).await;
+}
+
+#[tokio::test]
+async fn a4_attended_transfer_to_an_unknown_dialog_gives_503_and_changes_nothing() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("a4_attended_unknown");
+    let _app = app(&dir, &node, 30.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_attended.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-key",
+            "replaces_call_id",
+            "nosuchcall%40127.0.0.1",
+            "-key",
+            "replaces_to_tag",
+            "nosuchtag",
+            "-key",
+            "replaces_from_tag",
+            "nosuchtag2",
+            "-set",
+            "expect_status",
+            "503",
+            "-set",
+            "talk_after_ms",
+            "1500",
+        ],
+    );
+
+    alice.wait_logged("TRANSFER result").await;
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    assert_eq!(alice.finish().await, notified(503));
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
