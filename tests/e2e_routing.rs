@@ -31,50 +31,57 @@ async fn r1_caller_hears_ringing_and_both_legs_share_one_bridge() {
     assert_nothing_left(&node).await;
 }
 
-#[tokio::test]
-async fn r2_busy_callee_gives_the_caller_486() {
-    let _lab = serial().await;
+/// alice calls bob, whose phone runs `bob_scenario`; alice's runs `alice_scenario`. Each scenario asserts
+/// what its phone receives (the final response, a CANCEL); nothing may be left afterwards.
+async fn alice_calls_bob(
+    test: &str,
+    ring_timeout_secs: f64,
+    bob_scenario: &str,
+    alice_scenario: &str,
+) {
     let node = lab::node(1);
-    let dir = scratch("r2_busy");
-    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
+    let dir = scratch(test);
+    let mut settings = AppSettings::for_node(&node);
+    settings.ring_timeout_secs = ring_timeout_secs;
+    let _app = App::start(&dir, &settings).await;
 
-    let bob = Phone::callee(&dir, &node, "bob", "uas_busy.xml", &[]).await;
-    let alice = Phone::caller(&dir, &node, "uac_expect_486.xml", "bob", &[]);
+    let bob = Phone::callee(&dir, &node, "bob", bob_scenario, &[]).await;
+    let alice = Phone::caller(&dir, &node, alice_scenario, "bob", &[]);
     alice.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn r2_busy_callee_gives_the_caller_486() {
+    let _lab = serial().await;
+    alice_calls_bob("r2_busy", 30.0, "uas_busy.xml", "uac_expect_486.xml").await;
 }
 
 #[tokio::test]
 async fn r2_declined_callee_gives_the_caller_the_rejection() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("r2_declined");
-    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
-
     // A 603 from the callee is cause 21 (call rejected), which Asterisk answers to the caller as 403.
-    let bob = Phone::callee(&dir, &node, "bob", "uas_decline.xml", &[]).await;
-    let alice = Phone::caller(&dir, &node, "uac_expect_403.xml", "bob", &[]);
-    alice.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    alice_calls_bob("r2_declined", 30.0, "uas_decline.xml", "uac_expect_403.xml").await;
 }
 
 #[tokio::test]
 async fn r2_no_answer_within_the_ring_timeout_gives_480_and_cancels_the_callee() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("r2_no_answer");
-    let mut settings = AppSettings::for_node(&node);
-    settings.ring_timeout_secs = 2.0;
-    let _app = App::start(&dir, &settings).await;
+    // The callee rings until it is cancelled (its scenario expects the CANCEL).
+    alice_calls_bob(
+        "r2_no_answer",
+        2.0,
+        "uas_ring_forever.xml",
+        "uac_expect_480.xml",
+    )
+    .await;
+}
 
-    // The callee rings until it is cancelled (it expects the CANCEL).
-    let bob = Phone::callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
-    let alice = Phone::caller(&dir, &node, "uac_expect_480.xml", "bob", &[]);
-    alice.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+#[tokio::test]
+async fn r2_caller_cancels_while_ringing_and_the_callee_is_cancelled() {
+    let _lab = serial().await;
+    alice_calls_bob("r2_cancel", 30.0, "uas_ring_forever.xml", "uac_cancel.xml").await;
 }
 
 #[tokio::test]
@@ -92,20 +99,6 @@ async fn r2_unknown_extension_gives_404() {
     Phone::caller(&dir, &node, "uac_expect_404.xml", "nosuchphone", &[])
         .expect_success()
         .await;
-    assert_nothing_left(&node).await;
-}
-
-#[tokio::test]
-async fn r2_caller_cancels_while_ringing_and_the_callee_is_cancelled() {
-    let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("r2_cancel");
-    let _app = App::start(&dir, &AppSettings::for_node(&node)).await;
-
-    let bob = Phone::callee(&dir, &node, "bob", "uas_ring_forever.xml", &[]).await;
-    let alice = Phone::caller(&dir, &node, "uac_cancel.xml", "bob", &[]);
-    alice.expect_success().await;
-    bob.expect_success().await;
     assert_nothing_left(&node).await;
 }
 

@@ -57,15 +57,25 @@ async fn b1_blind_transfer_target_answers_and_talks_to_the_transferee() {
     assert_nothing_left(&node).await;
 }
 
-#[tokio::test]
-async fn b2_blind_transfer_to_a_busy_target_gives_603_and_the_transferer_back() {
-    let _lab = serial().await;
+/// alice, talking with bob, transfers him blind to `target`, which fails (carol's phone runs
+/// `carol_scenario`, if carol is dialed at all): alice is told `status` and is back with bob, then hangs up.
+async fn blind_transfer_fails(
+    test: &str,
+    ring_timeout_secs: f64,
+    target: &str,
+    carol_scenario: Option<&str>,
+    status: u16,
+) {
     let node = lab::node(1);
-    let dir = scratch("b2_blind_busy");
-    let _app = app(&dir, &node, 30.0).await;
+    let dir = scratch(test);
+    let _app = app(&dir, &node, ring_timeout_secs).await;
 
     let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::callee(&dir, &node, "carol", "uas_busy.xml", &[]).await;
+    let carol = match carol_scenario {
+        Some(scenario) => Some(Phone::callee(&dir, &node, "carol", scenario, &[]).await),
+        None => None,
+    };
+    let expect = status.to_string();
     let alice = Phone::caller(
         &dir,
         &node,
@@ -74,10 +84,10 @@ async fn b2_blind_transfer_to_a_busy_target_gives_603_and_the_transferer_back() 
         &[
             "-key",
             "target",
-            "carol",
+            target,
             "-set",
             "expect_status",
-            "603",
+            &expect,
             "-set",
             "talk_after_ms",
             "2000",
@@ -86,80 +96,59 @@ async fn b2_blind_transfer_to_a_busy_target_gives_603_and_the_transferer_back() 
 
     alice.wait_logged("TRANSFER result").await;
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
-    assert_eq!(alice.finish().await, notified(603));
-    carol.expect_success().await;
+    assert_eq!(alice.finish().await, notified(status));
+    if let Some(carol) = carol {
+        carol.expect_success().await;
+    }
     bob.expect_success().await;
     assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b2_blind_transfer_to_a_busy_target_gives_603_and_the_transferer_back() {
+    let _lab = serial().await;
+    blind_transfer_fails("b2_blind_busy", 30.0, "carol", Some("uas_busy.xml"), 603).await;
+}
+
+#[tokio::test]
+async fn b2_blind_transfer_to_a_declining_target_gives_603() {
+    let _lab = serial().await;
+    blind_transfer_fails(
+        "b2_blind_declined",
+        30.0,
+        "carol",
+        Some("uas_decline.xml"),
+        603,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn b3_blind_transfer_target_does_not_answer_gives_503_and_the_transferer_back() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("b3_blind_no_answer");
-    let _app = app(&dir, &node, 2.0).await;
+    // carol rings until the app cancels her (her scenario expects the CANCEL).
+    blind_transfer_fails(
+        "b3_blind_no_answer",
+        2.0,
+        "carol",
+        Some("uas_ring_forever.xml"),
+        503,
+    )
+    .await;
+}
 
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    // carol rings until the app cancels her.
-    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_blind.xml",
-        "bob",
-        &[
-            "-key",
-            "target",
-            "carol",
-            "-set",
-            "expect_status",
-            "503",
-            "-set",
-            "talk_after_ms",
-            "2000",
-        ],
-    );
-
-    alice.wait_logged("TRANSFER result").await;
-    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
-    assert_eq!(alice.finish().await, notified(503));
-    carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+#[tokio::test]
+async fn b3_blind_transfer_to_an_unreachable_target_gives_503() {
+    let _lab = serial().await;
+    // dave never registered: Asterisk cannot create a channel to him.
+    blind_transfer_fails("b3_blind_unreachable", 30.0, "dave", None, 503).await;
 }
 
 #[tokio::test]
 async fn b4_blind_transfer_without_a_route_gives_503_at_once() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("b4_blind_no_route");
-    let _app = app(&dir, &node, 30.0).await;
-
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     // The test routes are letters only: digits have no route.
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_blind.xml",
-        "bob",
-        &[
-            "-key",
-            "target",
-            "12345",
-            "-set",
-            "expect_status",
-            "503",
-            "-set",
-            "talk_after_ms",
-            "1500",
-        ],
-    );
-
-    alice.wait_logged("TRANSFER result").await;
-    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
-    assert_eq!(alice.finish().await, notified(503));
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    blind_transfer_fails("b4_blind_no_route", 30.0, "12345", None, 503).await;
 }
 
 #[tokio::test]

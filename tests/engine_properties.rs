@@ -2,7 +2,7 @@
 //!
 //! Thousands of generated runs: two calls are placed, then phones hang up, answer, fail, send blind and
 //! attended REFERs, requests fail, time passes and Asterisk's own events are delivered late, all in
-//! generated orders. The model carries out the engine's requests the way Asterisk does (a hangup gives
+//! generated orders, some events twice. The model carries out the engine's requests the way Asterisk does (a hangup gives
 //! HangupRequest and StasisEnd, a created channel enters the app at once, a move gives ChannelEnteredBridge,
 //! a request about something gone fails with 404). Whatever the order:
 //! * no REFER is told its outcome twice, no transferer is hung up before it was told, and once the run
@@ -25,6 +25,8 @@ const RING_TIMEOUT: u64 = 30_000;
 enum Action {
     /// Asterisk delivers its oldest pending event.
     Deliver,
+    /// Asterisk delivers the last event it delivered once more.
+    Duplicate,
     /// Asterisk carries out the oldest request the engine made (requests run in the order they were
     /// made, like the runtime's per-call lanes; one global order is one of the orders lanes allow).
     Execute,
@@ -50,6 +52,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => Just(Action::Deliver),
         6 => Just(Action::Execute),
+        1 => Just(Action::Duplicate),
         2 => (0..8usize).prop_map(Action::Hangup),
         3 => (0..4usize).prop_map(Action::Answer),
         1 => ((0..4usize), prop::sample::select(vec![0, 16, 17, 19, 21, 34])).prop_map(|(n, c)| Action::Fail(n, c)),
@@ -74,6 +77,7 @@ struct World {
     channels: BTreeMap<String, ChannelState>,
     bridges: BTreeSet<String>,
     pending: VecDeque<Value>,
+    last_delivered: Option<Value>,
     requests: VecDeque<(ari_transfer::engine::CallKey, AriRequest)>,
     fail_next: bool,
     /// Requests that failed once: their retry succeeds.
@@ -109,6 +113,7 @@ impl World {
             channels: BTreeMap::new(),
             bridges: BTreeSet::new(),
             pending: VecDeque::new(),
+            last_delivered: None,
             requests: VecDeque::new(),
             fail_next: false,
             failed: Vec::new(),
@@ -277,6 +282,7 @@ impl World {
 
     fn deliver(&mut self) {
         if let Some(event) = self.pending.pop_front() {
+            self.last_delivered = Some(event.clone());
             self.feed_event(event);
         }
     }
@@ -328,6 +334,11 @@ impl World {
         match *action {
             Action::Deliver => self.deliver(),
             Action::Execute => self.execute_next(),
+            Action::Duplicate => {
+                if let Some(event) = self.last_delivered.clone() {
+                    self.feed_event(event);
+                }
+            }
             Action::Hangup(n) => {
                 if let Some(id) = self.nth_alive(n, |_| true) {
                     self.gone(&id, 16);

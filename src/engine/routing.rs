@@ -65,6 +65,8 @@ pub(super) enum Phase {
         ring_deadline: Millis,
         /// The cause a Dial failure status implies, used if the callee's own hangup carries none.
         failure: Option<HangupCause>,
+        /// Whether the callee was dialed (once it entered the app).
+        dialed: bool,
     },
     Connected,
     Transferring(Transfer),
@@ -98,6 +100,7 @@ impl Call {
             phase: Phase::Dialing {
                 ring_deadline: 0,
                 failure: None,
+                dialed: false,
             },
         }
     }
@@ -165,6 +168,7 @@ impl Call {
         self.phase = Phase::Dialing {
             ring_deadline,
             failure: None,
+            dialed: false,
         };
         fx.timers
             .arm(ring_deadline, self.key, TimerKind::RingTimeout);
@@ -180,42 +184,71 @@ impl Call {
             );
         }
         fx.request(self, AriRequest::Ring { channel: caller });
-        self.dial(self.parties[1].clone(), dial, 0, fx);
+        self.create(self.parties[1].clone(), dial, 0, fx);
     }
 
-    /// Creates and dials `channel` towards `dial`, on behalf of party `on_behalf_of` (its caller id).
-    pub(super) fn dial(&self, channel: String, dial: &str, on_behalf_of: usize, fx: &mut Effects) {
+    /// Creates `channel` towards `dial`, on behalf of party `on_behalf_of`. It is dialed once it is in the
+    /// app (its StasisStart): `channels/create` answers before that, and a dial that comes first fails
+    /// with 409 "Channel not in Stasis application".
+    pub(super) fn create(
+        &self,
+        channel: String,
+        dial: &str,
+        on_behalf_of: usize,
+        fx: &mut Effects,
+    ) {
         let variables = if dial.starts_with("PJSIP/") {
             vec![(TRANSFER_HANDLING_VAR.to_owned(), "ari-only".to_owned())]
         } else {
             vec![]
         };
-        let originator = self.parties[on_behalf_of].clone();
         fx.request(
             self,
             AriRequest::CreateChannel {
-                channel: channel.clone(),
+                channel,
                 endpoint: dial.to_owned(),
                 app_args: DIALED_LEG_ARG.to_owned(),
-                originator: Some(originator.clone()),
+                originator: Some(self.parties[on_behalf_of].clone()),
                 variables,
             },
         );
+    }
+
+    /// Dials a created channel, now in the app, with party `on_behalf_of`'s caller id.
+    fn dial(&self, channel: &str, on_behalf_of: usize, fx: &mut Effects) {
         // The engine's own deadline ends the ring; Asterisk's dial timeout is only a safety net in case this
         // service is gone by then.
         let safety_net = (fx.config.ring_timeout / 1000) as u32 + 5;
         fx.request(
             self,
             AriRequest::Dial {
-                channel,
-                caller: Some(originator),
+                channel: channel.to_owned(),
+                caller: Some(self.parties[on_behalf_of].clone()),
                 timeout_secs: safety_net,
             },
         );
     }
 
+    /// A channel the call created entered the app: it can be dialed now (once).
+    fn on_created(&mut self, leg: Leg, channel: &str, fx: &mut Effects) -> Flow {
+        let on_behalf_of = match (&mut self.phase, leg) {
+            (Phase::Dialing { dialed, .. }, Leg::Party(1)) if !*dialed => {
+                *dialed = true;
+                0
+            }
+            (Phase::Transferring(transfer), Leg::Target) => match transfer.dial_once() {
+                Some(transferee) => transferee,
+                None => return Flow::Continue,
+            },
+            _ => return Flow::Continue,
+        };
+        self.dial(channel, on_behalf_of, fx);
+        Flow::Continue
+    }
+
     pub fn on_event(&mut self, leg: Leg, event: &Event, fx: &mut Effects) -> Flow {
         match event {
+            Event::StasisStart(e) => self.on_created(leg, &e.channel.id, fx),
             // A created channel is in the app (StasisStart) from the start; it answers when it goes Up.
             Event::ChannelStateChange(e) if e.channel.state == "Up" => self.on_answered(leg, fx),
             Event::Dial(dial) if dial.dialstatus == "ANSWER" => self.on_answered(leg, fx),

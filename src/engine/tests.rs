@@ -89,6 +89,7 @@ fn dialing() -> (Engine, String) {
             _ => None,
         })
         .expect("a callee is created");
+    engine.handle(1, stasis_start(&callee, &["dialed"]));
     (engine, callee)
 }
 
@@ -127,23 +128,25 @@ fn r1_caller_is_rung_and_the_routed_destination_dialed_in_ari_only_mode() {
                 originator: Some(CALLER.into()),
                 variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
             },
-            AriRequest::Dial {
-                channel: callee,
-                caller: Some(CALLER.into()),
-                timeout_secs: 35
-            },
         ]
     );
     assert_eq!(engine.poll_timeout(), Some(30_000));
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Dialing));
+    // The created channel is dialed once it is in the app (dialing earlier fails with 409).
+    let out = engine.handle(1, stasis_start(&callee, &["dialed"]));
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::Dial {
+            channel: callee,
+            caller: Some(CALLER.into()),
+            timeout_secs: 35
+        }]
+    );
 }
 
 #[test]
-fn r1_the_created_callee_entering_the_app_and_ringing_changes_nothing() {
+fn r1_the_callee_ringing_changes_nothing() {
     let (mut engine, callee) = dialing();
-    assert!(engine
-        .handle(1, stasis_start(&callee, &["dialed"]))
-        .is_empty());
     assert!(engine
         .handle(2, state_change(&callee, "Ringing"))
         .is_empty());

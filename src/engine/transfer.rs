@@ -49,6 +49,8 @@ pub(super) enum Transfer {
         /// The cause a Dial failure status implies, if the target's hangup carries none.
         failure: Option<HangupCause>,
         source_gone: bool,
+        /// Whether the target was dialed (once it entered the app).
+        dialed: bool,
     },
     Attended {
         source: usize,
@@ -88,6 +90,26 @@ impl Transfer {
         if let Transfer::Blind { ring_deadline, .. } = self {
             timers.cancel(*ring_deadline, call, TimerKind::RingTimeout);
         }
+    }
+
+    /// For a blind transfer whose target was not dialed yet: marks it dialed, and gives the party on whose
+    /// behalf it is dialed (the transferee).
+    pub fn dial_once(&mut self) -> Option<usize> {
+        match self {
+            Transfer::Blind { source, dialed, .. } if !*dialed => {
+                *dialed = true;
+                Some(1 - *source)
+            }
+            _ => None,
+        }
+    }
+
+    fn is_blind(&self) -> bool {
+        matches!(self, Transfer::Blind { .. })
+    }
+
+    fn is_attended(&self) -> bool {
+        matches!(self, Transfer::Attended { .. })
     }
 
     fn source(&self) -> usize {
@@ -134,7 +156,7 @@ impl Call {
                 media: RINGBACK.to_owned(),
             },
         );
-        self.dial(target.clone(), dial, 1 - source, fx);
+        self.create(target.clone(), dial, 1 - source, fx);
         self.phase = Phase::Transferring(Transfer::Blind {
             source,
             target,
@@ -142,6 +164,7 @@ impl Call {
             ringback,
             failure: None,
             source_gone: false,
+            dialed: false,
         });
     }
 
@@ -171,14 +194,40 @@ impl Call {
         });
     }
 
-    /// Ends the transfer phase: back to Connected, the transfer's deadline cancelled.
-    fn finish_transfer(&mut self, fx: &mut Effects) -> Option<Transfer> {
+    /// Ends the transfer phase if its transfer is of the kind `kind` accepts: back to Connected, the
+    /// transfer's deadline cancelled.
+    fn finish_transfer(
+        &mut self,
+        kind: impl Fn(&Transfer) -> bool,
+        fx: &mut Effects,
+    ) -> Option<Transfer> {
+        if !matches!(&self.phase, Phase::Transferring(transfer) if kind(transfer)) {
+            return None;
+        }
         let Phase::Transferring(transfer) = std::mem::replace(&mut self.phase, Phase::Connected)
         else {
             return None;
         };
         transfer.cancel_timer(self.key, fx.timers);
         Some(transfer)
+    }
+
+    /// The transfer succeeded: `joined` has taken the transferer's place, and the transferer (unless it
+    /// is gone already) is told 200 and hung up.
+    fn complete_transfer(&mut self, source: usize, joined: String, tell: bool, fx: &mut Effects) {
+        if tell {
+            self.report(source, TransferProgress::Answered, fx);
+            self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
+        }
+        self.parties[source] = joined;
+    }
+
+    /// Hangs up channels that leave with the transfer (targets, consult legs), normal clearing.
+    fn release(&self, channels: Vec<String>, fx: &mut Effects) {
+        for channel in channels {
+            let cause = HangupCause::NORMAL_CLEARING;
+            fx.request(self, AriRequest::Hangup { channel, cause });
+        }
     }
 
     fn report(&self, source: usize, state: TransferProgress, fx: &mut Effects) {
@@ -193,16 +242,13 @@ impl Call {
     }
 
     pub(super) fn on_target_answered(&mut self, fx: &mut Effects) -> Flow {
-        if !matches!(self.phase, Phase::Transferring(Transfer::Blind { .. })) {
-            return Flow::Continue;
-        }
         let Some(Transfer::Blind {
             source,
             target,
             ringback,
             source_gone,
             ..
-        }) = self.finish_transfer(fx)
+        }) = self.finish_transfer(Transfer::is_blind, fx)
         else {
             return Flow::Continue;
         };
@@ -214,38 +260,23 @@ impl Call {
                 channels: vec![target.clone()],
             },
         );
-        if !source_gone {
-            self.report(source, TransferProgress::Answered, fx);
-            self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
-        }
-        self.parties[source] = target;
+        self.complete_transfer(source, target, !source_gone, fx);
         Flow::Continue
     }
 
     pub(super) fn on_target_joined(&mut self, fx: &mut Effects) -> Flow {
-        if !matches!(self.phase, Phase::Transferring(Transfer::Attended { .. })) {
-            return Flow::Continue;
-        }
         let Some(Transfer::Attended {
             source,
             replaced,
             newcomer,
             old_bridge,
-        }) = self.finish_transfer(fx)
+        }) = self.finish_transfer(Transfer::is_attended, fx)
         else {
             return Flow::Continue;
         };
         fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
-        self.report(source, TransferProgress::Answered, fx);
-        self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
-        fx.request(
-            self,
-            AriRequest::Hangup {
-                channel: replaced,
-                cause: HangupCause::NORMAL_CLEARING,
-            },
-        );
-        self.parties[source] = newcomer;
+        self.complete_transfer(source, newcomer, true, fx);
+        self.release(vec![replaced], fx);
         Flow::Continue
     }
 
@@ -273,7 +304,7 @@ impl Call {
             source_gone,
             failure,
             ..
-        }) = self.finish_transfer(fx)
+        }) = self.finish_transfer(Transfer::is_blind, fx)
         else {
             return Flow::Continue;
         };
@@ -307,7 +338,7 @@ impl Call {
             replaced,
             newcomer,
             old_bridge,
-        }) = self.finish_transfer(fx)
+        }) = self.finish_transfer(Transfer::is_attended, fx)
         else {
             return Flow::Continue;
         };
@@ -316,10 +347,7 @@ impl Call {
         if newcomer_alive {
             leftovers.push(newcomer);
         }
-        for channel in leftovers {
-            let cause = HangupCause::NORMAL_CLEARING;
-            fx.request(self, AriRequest::Hangup { channel, cause });
-        }
+        self.release(leftovers, fx);
         fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
         Flow::Continue
     }
@@ -350,7 +378,7 @@ impl Call {
 
     /// The transferee is gone: everything of the call is released, and the transferer told 503.
     fn abandon_transfer(&mut self, fx: &mut Effects) -> Flow {
-        let Some(transfer) = self.finish_transfer(fx) else {
+        let Some(transfer) = self.finish_transfer(|_| true, fx) else {
             return Flow::Continue;
         };
         let source = transfer.source();
@@ -366,10 +394,7 @@ impl Call {
             self.report(source, TransferProgress::Unavailable, fx);
             leftovers.push(self.party(source).to_owned());
         }
-        for channel in leftovers {
-            let cause = HangupCause::NORMAL_CLEARING;
-            fx.request(self, AriRequest::Hangup { channel, cause });
-        }
+        self.release(leftovers, fx);
         if let Transfer::Attended { old_bridge, .. } = transfer {
             fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
         }

@@ -99,14 +99,18 @@ fn blind_pending(source: &str) -> Engine {
                 originator: Some(transferee.into()),
                 variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
             },
-            AriRequest::Dial {
-                channel: TARGET.into(),
-                caller: Some(transferee.into()),
-                timeout_secs: 35
-            },
         ]
     );
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
+    let out = engine.handle(1_001, stasis_start(TARGET, &["dialed"]));
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::Dial {
+            channel: TARGET.into(),
+            caller: Some(transferee.into()),
+            timeout_secs: 35
+        }]
+    );
     engine
 }
 
