@@ -164,3 +164,20 @@ async fn wrong_ari_credentials_give_one_clear_error_line() {
     );
     assert!(!log.contains("panicked"));
 }
+
+#[tokio::test]
+async fn a_second_instance_on_the_same_stasis_application_is_warned_about() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("second_instance");
+    let settings = AppSettings::for_node(&node);
+    let _first = App::start(&dir.join("first"), &settings).await;
+    let second = App::start(&dir.join("second"), &settings).await;
+    assert!(
+        second
+            .log()
+            .contains("another client already subscribes to this Stasis application"),
+        "{}",
+        second.log()
+    );
+}

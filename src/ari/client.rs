@@ -102,6 +102,19 @@ impl AriClient {
             .map(drop)
     }
 
+    /// Whether another client already subscribes to this Stasis application on the node. Asterisk would
+    /// move the application's events to whichever websocket subscribed last, without telling the other.
+    pub async fn application_in_use(&self) -> Result<bool, AriError> {
+        match self
+            .get::<serde_json::Value>(&format!("/applications/{}", self.app))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(AriError::Status { status: 404, .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
         self.get("/channels").await
     }

@@ -32,7 +32,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         let password = node.password().map_err(anyhow::Error::msg)?;
         let client = AriClient::new(&node.url, &config.app, &node.username, &password)?;
         match client.check().await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Ok(true) = client.application_in_use().await {
+                    tracing::warn!(
+                        node = %node.name,
+                        app = %config.app,
+                        "another client already subscribes to this Stasis application; \
+                         Asterisk will give its events to whichever connected last"
+                    );
+                }
+            }
             Err(error @ AriError::Unauthorized { .. }) => bail!("node {}: {error}", node.name),
             Err(error) => tracing::error!(node = %node.name, "{error}; will keep retrying"),
         }

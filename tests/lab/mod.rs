@@ -299,6 +299,7 @@ impl App {
 
     /// Starts the app without waiting for it.
     pub fn spawn(dir: &Path, settings: &AppSettings, password: &str) -> App {
+        std::fs::create_dir_all(dir).unwrap();
         let http_port = free_tcp_port();
         let config = dir.join("ari-transfer.toml");
         std::fs::write(&config, settings.toml(http_port)).unwrap();
