@@ -172,7 +172,8 @@ async fn a_second_instance_on_the_same_stasis_application_is_warned_about() {
     let dir = scratch("second_instance");
     let settings = AppSettings::for_node(&node);
     let _first = App::start(&dir.join("first"), &settings).await;
-    let second = App::start(&dir.join("second"), &settings).await;
+    let second = App::spawn(&dir.join("second"), &settings, lab::ARI_PASSWORD);
+    second.wait_ready(true).await;
     assert!(
         second
             .log()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{interval, sleep, Instant};
+use tokio::time::{interval_at, sleep, Instant};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::client::AriClient;
@@ -96,7 +96,9 @@ async fn session(
         .map_err(|_| anyhow!("runtime stopped"))?;
 
     let (mut sink, mut stream) = ws.split();
-    let mut ping = interval(PING_EVERY);
+    // The first check comes soon after connecting: that is when a late close of an earlier connection
+    // can unregister the application.
+    let mut ping = interval_at(Instant::now() + Duration::from_secs(1), PING_EVERY);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
@@ -128,6 +130,11 @@ async fn session(
                     return Err(anyhow!("no word from Asterisk for {} s", SILENCE_LIMIT.as_secs()));
                 }
                 sink.send(Message::Ping(Vec::new().into())).await.context("websocket ping")?;
+                // A websocket of an earlier connection that Asterisk closes late unregisters the
+                // application even though this connection is up; then no event would come any more.
+                if let Ok(false) = client.application_in_use().await {
+                    return Err(anyhow!("Asterisk dropped the Stasis application {}; subscribing again", client.app()));
+                }
             }
         }
     }

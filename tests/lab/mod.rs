@@ -244,6 +244,21 @@ pub async fn assert_nothing_left(node: &Node) {
     }
 }
 
+/// Waits until no client subscribes the `ari-transfer` application on the node at `url`.
+pub async fn wait_application_free(url: &str) {
+    let what = format!("the Stasis application to be free on {url}");
+    eventually(Duration::from_secs(10), &what, || async {
+        let response = reqwest::Client::new()
+            .get(format!("{url}/ari/applications/ari-transfer"))
+            .basic_auth(ARI_USER, Some(ARI_PASSWORD))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 404).then_some(())
+    })
+    .await
+}
+
 /// Settings of the app under test.
 #[derive(Debug, Clone)]
 pub struct AppSettings {
@@ -290,8 +305,13 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the app and waits until `/readyz` says every node is connected.
+    /// Starts the app and waits until `/readyz` says every node is connected. An app of an earlier test
+    /// must be gone from Asterisk first: the late close of its websocket would unregister this one's
+    /// application.
     pub async fn start(dir: &Path, settings: &AppSettings) -> App {
+        for (_, url, _, _) in &settings.nodes {
+            wait_application_free(url).await;
+        }
         let app = App::spawn(dir, settings, ARI_PASSWORD);
         app.wait_ready(true).await;
         app
