@@ -184,23 +184,26 @@ async fn a6_blind_transfer_from_the_callees_phone() {
     assert_nothing_left(&node).await;
 }
 
-/// Alice's consult call to carol, with a Call-ID and From tag the test chose; returns the phone and the
-/// Replaces parameters naming its dialog: (Call-ID with '@' escaped, to-tag, from-tag).
+/// The transferer `from`'s consult call to carol, with a Call-ID and From tag the test chose; returns the
+/// phone and the Replaces parameters naming its dialog: (Call-ID with '@' escaped, to-tag, from-tag).
 async fn consult_call(
     dir: &std::path::Path,
     node: &Node,
     name: &str,
+    from: &str,
 ) -> (Phone, String, String, String) {
     let call_id = format!("{name}-{}@127.0.0.1", std::process::id());
     let from_tag = format!("{name}-tag");
-    let consult = Phone::caller(
+    let consult = Phone::start(
         dir,
         node,
         "xfer_uac_consult.xml",
         "carol",
+        from,
+        lab::free_udp_port(),
         &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
     );
-    wait_for_bridge(node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
+    wait_for_bridge(node, &[&format!("PJSIP/{from}-"), "PJSIP/carol-"]).await;
     let channel = channel_with_call_id(node, &call_id).await;
     let to_tag = ari_variable(node, &channel, "CHANNEL(pjsip,local_tag)").await;
     assert!(!to_tag.is_empty());
@@ -224,7 +227,7 @@ async fn attended_transfer(name: &str, swap_tags: bool) {
         &["-set", "hold_ms", "5000"],
     )
     .await;
-    let (consult, call_id, to_tag, from_tag) = consult_call(&dir, &node, name).await;
+    let (consult, call_id, to_tag, from_tag) = consult_call(&dir, &node, name, "alice").await;
     let (to_tag, from_tag) = if swap_tags {
         (from_tag, to_tag)
     } else {
@@ -317,5 +320,104 @@ async fn a4_attended_transfer_to_an_unknown_dialog_gives_503_and_changes_nothing
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
     assert_eq!(alice.finish().await, notified(503));
     bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b5_transferee_hangs_up_while_the_target_rings() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b5_transferee_hangs_up");
+    let _app = app(&dir, &node, 30.0).await;
+
+    // bob hangs up 3 s after answering, while carol (who never answers) rings for his transfer.
+    let bob = Phone::callee(
+        &dir,
+        &node,
+        "bob",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "3000"],
+    )
+    .await;
+    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-set",
+            "expect_status",
+            "503",
+            "-set",
+            "talk_after_ms",
+            "10000",
+        ],
+    );
+
+    // alice is told 503 and hung up (her scenario takes the BYE that comes before her own); carol is
+    // cancelled (her scenario expects the CANCEL).
+    assert_eq!(alice.finish().await, notified(503));
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn a6_attended_transfer_from_the_callees_phone() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("a6_attended_from_callee");
+    let _app = app(&dir, &node, 30.0).await;
+
+    // bob's phone consults carol first; then alice calls bob, and bob's phone transfers her to carol.
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "8000"],
+    )
+    .await;
+    let (consult, call_id, to_tag, from_tag) =
+        consult_call(&dir, &node, "a6_attended_from_callee", "bob").await;
+    let bob = Phone::callee(
+        &dir,
+        &node,
+        "bob",
+        "xfer_uas_attended.xml",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-key",
+            "replaces_call_id",
+            &call_id,
+            "-key",
+            "replaces_to_tag",
+            &to_tag,
+            "-key",
+            "replaces_from_tag",
+            &from_tag,
+            "-set",
+            "expect_status",
+            "200",
+        ],
+    )
+    .await;
+    let alice = Phone::caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
+
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
+    assert_eq!(
+        bob.finish().await,
+        notified(200),
+        "bob is told 200, then hung up"
+    );
+    consult.expect_success().await;
+    carol.expect_success().await;
+    alice.expect_success().await;
     assert_nothing_left(&node).await;
 }
