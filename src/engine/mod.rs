@@ -400,8 +400,8 @@ impl Engine {
             }
         };
         let destination = &transfer.refer_to.requested_destination;
-        let started = match &destination.protocol_id {
-            Some(call_id) => self.start_attended(now, node, key, party, transfer, call_id, out),
+        let started = match destination.protocol_id {
+            Some(_) => self.start_attended(now, node, key, party, transfer, out),
             None => self.start_blind(now, key, party, &destination.destination, out),
         };
         if !started {
@@ -439,7 +439,6 @@ impl Engine {
 
     /// Starts an attended transfer: finds the replaced dialog R (as Asterisk resolved it, else by its
     /// Call-ID), and merges R's call into this one.
-    #[allow(clippy::too_many_arguments)]
     fn start_attended(
         &mut self,
         now: Millis,
@@ -447,9 +446,14 @@ impl Engine {
         key: CallKey,
         party: usize,
         transfer: &ChannelTransfer,
-        call_id: &str,
         out: &mut Vec<Output>,
     ) -> bool {
+        let call_id = transfer
+            .refer_to
+            .requested_destination
+            .protocol_id
+            .as_deref()
+            .unwrap_or_default();
         let asterisk_resolved = transfer.refer_to.destination_channel.as_ref();
         tracing::info!(
             call = %key,
