@@ -40,6 +40,7 @@ fn new_engine() -> Engine {
         instance: "bench".into(),
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,
+        recall_transferer: true,
     })
 }
 

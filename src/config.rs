@@ -20,6 +20,9 @@
 //!
 //! [timeouts]
 //! ring = 30                            # seconds a dialed party may ring
+//!
+//! [transfers]
+//! recall_transferer = true             # B6: call the transferer back if the target fails after it left
 //! ```
 
 use std::collections::HashSet;
@@ -65,6 +68,27 @@ struct File {
     routes: Vec<RouteFile>,
     #[serde(default)]
     timeouts: TimeoutsFile,
+    #[serde(default)]
+    transfers: TransfersFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransfersFile {
+    #[serde(default = "default_true")]
+    recall_transferer: bool,
+}
+
+impl Default for TransfersFile {
+    fn default() -> Self {
+        TransfersFile {
+            recall_transferer: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +161,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Milliseconds.
     pub ring_timeout: u64,
+    /// A blind transfer whose target fails after the transferer hung up calls the transferer back.
+    pub recall_transferer: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +294,7 @@ impl Config {
             nodes,
             routes,
             ring_timeout: (ring * 1000.0).round() as u64,
+            recall_transferer: file.transfers.recall_transferer,
         })
     }
 }
@@ -300,6 +327,7 @@ ring = 2.5
         assert_eq!(config.http_listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.nodes[0].password_env, "ARI_PASSWORD");
         assert_eq!(config.ring_timeout, 2500);
+        assert!(config.recall_transferer);
         assert_eq!(
             config.routes[0].dial_string("42").as_deref(),
             Some("PJSIP/42")

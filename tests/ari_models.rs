@@ -136,6 +136,8 @@ fn stasis_start_gives_the_dialed_extension_and_the_call_id() {
             assert_eq!(s.channel.dialed_exten(), Some("bob"));
             assert_eq!(s.channel.call_id(), Some("1-28629@127.0.0.1"));
             assert_eq!(s.channel.technology(), "PJSIP");
+            // PJSIP/alice-00000000: the endpoint to call this phone back.
+            assert_eq!(s.channel.endpoint().as_deref(), Some("PJSIP/alice"));
         }
         other => panic!("{other:?}"),
     }

@@ -106,6 +106,7 @@ impl World {
             instance: "p".into(),
             routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
             ring_timeout: RING_TIMEOUT,
+            recall_transferer: true,
         });
         World {
             engine,

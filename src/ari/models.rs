@@ -39,6 +39,17 @@ impl Channel {
         self.name.split('/').next().unwrap_or_default()
     }
 
+    /// The dial string of the endpoint this channel belongs to: `PJSIP/alice-0000000f` gives
+    /// `PJSIP/alice`. `None` for channels that are not PJSIP.
+    pub fn endpoint(&self) -> Option<String> {
+        let rest = self.name.strip_prefix("PJSIP/")?;
+        let endpoint = match rest.rsplit_once('-') {
+            Some((endpoint, serial)) if serial.chars().all(|c| c.is_ascii_hexdigit()) => endpoint,
+            _ => rest,
+        };
+        (!endpoint.is_empty()).then(|| format!("PJSIP/{endpoint}"))
+    }
+
     /// The extension the channel was dialing when it entered the application.
     pub fn dialed_exten(&self) -> Option<&str> {
         self.dialplan

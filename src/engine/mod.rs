@@ -23,6 +23,7 @@ use index::ChannelIndex;
 pub use routing::CallPhase;
 use routing::{Call, Flow, Leg};
 use timers::{TimerKind, Timers};
+use transfer::BlindPlan;
 
 /// Milliseconds on the runtime's monotonic clock.
 pub type Millis = u64;
@@ -139,6 +140,9 @@ pub struct EngineConfig {
     pub routes: Vec<Route>,
     /// How long a dialed party may ring before the call fails with "no answer".
     pub ring_timeout: Millis,
+    /// Whether a blind transfer whose target fails after the transferer hung up calls the transferer
+    /// back (else the transferee is hung up).
+    pub recall_transferer: bool,
 }
 
 /// One input to the engine.
@@ -402,36 +406,43 @@ impl Engine {
         let destination = &transfer.refer_to.requested_destination;
         let started = match destination.protocol_id {
             Some(_) => self.start_attended(now, node, key, party, transfer, out),
-            None => self.start_blind(now, key, party, &destination.destination, out),
+            None => self.start_blind(now, key, party, transfer, out),
         };
         if !started {
             out.push(report(TransferProgress::Unavailable));
         }
     }
 
-    /// Starts a blind transfer to `destination`, if a route leads there.
+    /// Starts a blind transfer to the REFER's destination, if a route leads there.
     fn start_blind(
         &mut self,
         now: Millis,
         key: CallKey,
         party: usize,
-        destination: &str,
+        transfer: &ChannelTransfer,
         out: &mut Vec<Output>,
     ) -> bool {
+        let destination = &transfer.refer_to.requested_destination.destination;
         let Some(dial) = self.route(destination) else {
             tracing::info!(call = %key, destination, "blind transfer: no route for the destination");
             return false;
         };
         let n = self.new_key().0;
         let base = format!("{}-{n}", self.config.instance);
+        let recall = self
+            .config
+            .recall_transferer
+            .then(|| transfer.referred_by.source_channel.endpoint())
+            .flatten();
+        let plan = BlindPlan {
+            source: party,
+            dial,
+            target: format!("{base}-t"),
+            ringback: format!("{base}-ring"),
+            recall,
+        };
         self.with_call(now, key, out, |call, fx| {
-            call.start_blind(
-                party,
-                &dial,
-                format!("{base}-t"),
-                format!("{base}-ring"),
-                fx,
-            );
+            call.start_blind(plan, fx);
             Flow::Continue
         });
         true

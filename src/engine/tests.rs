@@ -14,6 +14,7 @@ fn engine() -> Engine {
         instance: "t".into(),
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,
+        recall_transferer: true,
     })
 }
 

@@ -16,7 +16,9 @@
 //! | ring timeout                            | T hung up, S back in bridge1, NOTIFY 503 → Connected (A, S)     |
 //! | A hangs up (B5)                         | T hung up, NOTIFY 503, S hung up, bridge1 destroyed → ended    |
 //! | S hangs up (B6)                         | the transfer goes on                                           |
-//! | T fails after S hung up (B6)            | A hung up with T's cause (nobody to return to) → ended         |
+//! | T fails after S hung up (B6)            | S's endpoint is called back for A (the recall, ringback goes on)|
+//! | the recall answers                      | it joins bridge1 → Connected (A, recall)                       |
+//! | the recall fails, or recalls are off    | A hung up with the cause (nobody to return to) → ended         |
 //!
 //! Attended (`Transfer::Attended`): C is moved from bridge2 into bridge1 (one addChannel).
 //!
@@ -35,6 +37,19 @@ use super::routing::{Call, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
 use super::{CallKey, Effects, Millis};
 
+/// What a blind transfer dials, and for whom.
+pub(super) struct BlindPlan {
+    /// The party index of the transferer's leg S.
+    pub source: usize,
+    pub dial: String,
+    /// The id of the target's channel.
+    pub target: String,
+    /// The id of the transferee's ringback playback.
+    pub ringback: String,
+    /// The transferer's endpoint, to call it back (B6).
+    pub recall: Option<String>,
+}
+
 /// The media a transferee hears while a blind transfer's target rings.
 const RINGBACK: &str = "tone:ring";
 
@@ -51,6 +66,9 @@ pub(super) enum Transfer {
         source_gone: bool,
         /// Whether the target was dialed (once it entered the app).
         dialed: bool,
+        /// Where to call the transferer back if the target fails after the transferer left (B6); `None`
+        /// once that recall is under way, or when recalls are off.
+        recall: Option<String>,
     },
     Attended {
         source: usize,
@@ -129,14 +147,14 @@ pub fn failure_report(cause: HangupCause) -> TransferProgress {
 
 impl Call {
     /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
-    pub(super) fn start_blind(
-        &mut self,
-        source: usize,
-        dial: &str,
-        target: String,
-        ringback: String,
-        fx: &mut Effects,
-    ) {
+    pub(super) fn start_blind(&mut self, plan: BlindPlan, fx: &mut Effects) {
+        let BlindPlan {
+            source,
+            dial,
+            target,
+            ringback,
+            recall,
+        } = plan;
         let ring_deadline = fx.now + fx.config.ring_timeout;
         fx.timers
             .arm(ring_deadline, self.key, TimerKind::RingTimeout);
@@ -156,7 +174,7 @@ impl Call {
                 media: RINGBACK.to_owned(),
             },
         );
-        self.create(target.clone(), dial, 1 - source, fx);
+        self.create(target.clone(), &dial, 1 - source, fx);
         self.phase = Phase::Transferring(Transfer::Blind {
             source,
             target,
@@ -165,6 +183,7 @@ impl Call {
             failure: None,
             source_gone: false,
             dialed: false,
+            recall,
         });
     }
 
@@ -300,9 +319,11 @@ impl Call {
     fn blind_failed(&mut self, cause: HangupCause, fx: &mut Effects) -> Flow {
         let Some(Transfer::Blind {
             source,
+            target,
             ringback,
             source_gone,
             failure,
+            recall,
             ..
         }) = self.finish_transfer(Transfer::is_blind, fx)
         else {
@@ -314,12 +335,25 @@ impl Call {
             }
             cause => cause,
         };
-        fx.request(self, AriRequest::StopPlayback { playback: ringback });
         if source_gone {
+            if let Some(endpoint) = recall {
+                tracing::info!(call = %self.key, %endpoint, "transfer failed after the transferer left; calling the transferer back");
+                let plan = BlindPlan {
+                    source,
+                    dial: endpoint,
+                    target: format!("{target}-recall"),
+                    ringback,
+                    recall: None,
+                };
+                self.recall(plan, fx);
+                return Flow::Continue;
+            }
             tracing::info!(call = %self.key, "transfer failed after the transferer left; releasing the transferee");
+            fx.request(self, AriRequest::StopPlayback { playback: ringback });
             self.hang_up(1 - source, cause, fx);
             return self.end(fx);
         }
+        fx.request(self, AriRequest::StopPlayback { playback: ringback });
         fx.request(
             self,
             AriRequest::AddToBridge {
@@ -329,6 +363,26 @@ impl Call {
         );
         self.report(source, failure_report(cause), fx);
         Flow::Continue
+    }
+
+    /// Calls the transferer's endpoint back for the transferee, who keeps hearing ringback. It goes like
+    /// a blind transfer whose transferer is gone: on answer it joins the transferee; if it fails, the
+    /// transferee is released.
+    fn recall(&mut self, plan: BlindPlan, fx: &mut Effects) {
+        let ring_deadline = fx.now + fx.config.ring_timeout;
+        fx.timers
+            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
+        self.create(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
+        self.phase = Phase::Transferring(Transfer::Blind {
+            source: plan.source,
+            target: plan.target,
+            ring_deadline,
+            ringback: plan.ringback,
+            failure: None,
+            source_gone: true,
+            dialed: false,
+            recall: None,
+        });
     }
 
     /// The attended move did not happen: the transferer keeps its first call; the consult call is over.

@@ -273,9 +273,73 @@ fn b6_transferer_hangs_up_while_the_target_rings_and_the_transfer_goes_on() {
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
 }
 
-#[test]
-fn b6_target_fails_after_the_transferer_left_and_the_transferee_is_released() {
+const RECALL: &str = "t-2-t-recall";
+
+/// A blind transfer whose target failed (busy) after the transferer hung up.
+fn recalling() -> Engine {
     let mut engine = blind_pending(CALLER);
+    engine.handle(1_200, stasis_end(CALLER));
+    let out = engine.handle(1_500, destroyed(TARGET, 17));
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::CreateChannel {
+            channel: RECALL.into(),
+            endpoint: "PJSIP/alice".into(),
+            app_args: "dialed".into(),
+            originator: Some(TRANSFEREE.into()),
+            variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+        }],
+        "the transferer's endpoint is called back; the transferee keeps hearing ringback"
+    );
+    let out = engine.handle(1_510, stasis_start(RECALL, &["dialed"]));
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::Dial {
+            channel: RECALL.into(),
+            caller: Some(TRANSFEREE.into()),
+            timeout_secs: 35
+        }]
+    );
+    engine
+}
+
+#[test]
+fn b6_target_fails_after_the_transferer_left_and_the_recalled_transferer_gets_the_transferee() {
+    let mut engine = recalling();
+    let out = engine.handle(2_000, state_change(RECALL, "Up"));
+    assert_eq!(requests(&out), vec![stop_ringback(), add(BRIDGE1, RECALL)]);
+    assert_eq!(engine.phase_of(NODE, RECALL), Some(CallPhase::Connected));
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn b6_the_recall_fails_too_and_the_transferee_is_released() {
+    let mut engine = recalling();
+    let out = engine.handle(2_000, destroyed(RECALL, 19));
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            hangup(TRANSFEREE, HangupCause::NO_ANSWER),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            }
+        ]
+    );
+    assert!(ended(&out));
+}
+
+#[test]
+fn b6_without_recalls_the_transferee_is_released_when_the_target_fails() {
+    let mut engine = Engine::new(EngineConfig {
+        recall_transferer: false,
+        ..engine().config
+    });
+    engine.handle(0, stasis_start(CALLER, &[]));
+    engine.handle(1, stasis_start(TRANSFEREE, &["dialed"]));
+    engine.handle(100, state_change(TRANSFEREE, "Up"));
+    engine.handle(1_000, blind_refer(CALLER, "carol"));
+    engine.handle(1_001, stasis_start(TARGET, &["dialed"]));
     engine.handle(1_200, stasis_end(CALLER));
     let out = engine.handle(1_500, destroyed(TARGET, 17));
     assert_eq!(
