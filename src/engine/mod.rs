@@ -282,6 +282,7 @@ impl Engine {
         while let Some((call, kind)) = self.timers.pop_due(now) {
             self.with_call(now, call, &mut out, |call, fx| match kind {
                 TimerKind::RingTimeout => call.on_ring_timeout(fx),
+                TimerKind::ReleaseTransferer => call.release_transferer(fx),
             });
         }
         out

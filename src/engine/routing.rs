@@ -50,6 +50,8 @@ pub enum Leg {
     Target,
     /// The transferer's consult leg that an attended transfer replaces.
     Replaced,
+    /// The transferer's leg after its transfer succeeded, given a moment to hang up by itself.
+    Departing,
 }
 
 /// Whether a call goes on after an input.
@@ -81,6 +83,8 @@ pub struct Call {
     pub(super) bridge: String,
     caller_is_pjsip: bool,
     pub(super) phase: Phase,
+    /// A transferer leg told 200, and when it is hung up if its phone has not hung up by then.
+    pub(super) departing: Option<(String, Millis)>,
 }
 
 impl Call {
@@ -102,6 +106,7 @@ impl Call {
                 failure: None,
                 dialed: false,
             },
+            departing: None,
         }
     }
 
@@ -132,12 +137,16 @@ impl Call {
         if let Phase::Transferring(transfer) = &self.phase {
             channels.extend(transfer.channels());
         }
+        channels.extend(self.departing.iter().map(|(channel, _)| channel.clone()));
         channels
     }
 
     pub fn leg_of(&self, channel: &str) -> Option<Leg> {
         if let Some(index) = self.parties.iter().position(|p| p == channel) {
             return Some(Leg::Party(index));
+        }
+        if self.departing.as_ref().is_some_and(|(c, _)| c == channel) {
+            return Some(Leg::Departing);
         }
         match &self.phase {
             Phase::Transferring(transfer) => transfer.leg_of(channel),
@@ -318,6 +327,12 @@ impl Call {
     /// A leg hung up (or vanished). `cause` is its Q.850 cause, 0 when unknown.
     pub fn on_leg_gone(&mut self, leg: Leg, cause: i32, fx: &mut Effects) -> Flow {
         tracing::info!(call = %self.key, ?leg, cause, "leg hung up");
+        if leg == Leg::Departing {
+            if let Some((_, at)) = self.departing.take() {
+                fx.timers.cancel(at, self.key, TimerKind::ReleaseTransferer);
+            }
+            return Flow::Continue;
+        }
         match (&self.phase, leg) {
             (Phase::Transferring(_), leg) => self.on_leg_gone_in_transfer(leg, cause, fx),
             (Phase::Dialing { failure, .. }, Leg::Party(1)) => {
@@ -336,7 +351,7 @@ impl Call {
                 self.hang_up(1 - gone, HangupCause::NORMAL_CLEARING, fx);
                 self.end(fx)
             }
-            (_, Leg::Target | Leg::Replaced) => Flow::Continue,
+            (_, Leg::Target | Leg::Replaced | Leg::Departing) => Flow::Continue,
         }
     }
 
@@ -386,8 +401,9 @@ impl Call {
         fx.request(self, AriRequest::Hangup { channel, cause });
     }
 
-    /// Destroys the bridge if it was created and ends the call.
+    /// Destroys the bridge if it was created, hangs up a departing transferer, and ends the call.
     pub(super) fn end(&mut self, fx: &mut Effects) -> Flow {
+        self.release_transferer(fx);
         if !matches!(self.phase, Phase::Dialing { .. }) {
             fx.request(
                 self,
@@ -400,6 +416,9 @@ impl Call {
     }
 
     pub fn cancel_timers(&self, timers: &mut Timers) {
+        if let Some((_, at)) = &self.departing {
+            timers.cancel(*at, self.key, TimerKind::ReleaseTransferer);
+        }
         match &self.phase {
             Phase::Dialing { ring_deadline, .. } => {
                 timers.cancel(*ring_deadline, self.key, TimerKind::RingTimeout)

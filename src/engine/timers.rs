@@ -10,6 +10,8 @@ use super::{CallKey, Millis};
 pub enum TimerKind {
     /// The dialed party did not answer in time.
     RingTimeout,
+    /// A transferer whose transfer succeeded did not hang up by itself.
+    ReleaseTransferer,
 }
 
 #[derive(Debug, Default)]

@@ -50,6 +50,9 @@ pub(super) struct BlindPlan {
     pub recall: Option<String>,
 }
 
+/// How long a transferer told 200 may take to hang up by itself before the app hangs it up.
+pub const TRANSFERER_GRACE: Millis = 1_000;
+
 /// The media a transferee hears while a blind transfer's target rings.
 const RINGBACK: &str = "tone:ring";
 
@@ -232,13 +235,36 @@ impl Call {
     }
 
     /// The transfer succeeded: `joined` has taken the transferer's place, and the transferer (unless it
-    /// is gone already) is told 200 and hung up.
+    /// is gone already) is told 200 and given a moment to hang up by itself (phones do on the 200) before
+    /// the app hangs it up. Asterisk's own transfers leave that hangup to the phone, too; hanging the REFER's
+    /// channel up right on the 200 sometimes crashed Asterisk 22.10 (heap corruption), so the app does not.
     fn complete_transfer(&mut self, source: usize, joined: String, tell: bool, fx: &mut Effects) {
-        if tell {
-            self.report(source, TransferProgress::Answered, fx);
-            self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
+        let transferer = std::mem::replace(&mut self.parties[source], joined);
+        if !tell {
+            return;
         }
-        self.parties[source] = joined;
+        fx.request(
+            self,
+            AriRequest::TransferProgress {
+                channel: transferer.clone(),
+                state: TransferProgress::Answered,
+            },
+        );
+        tracing::info!(call = %self.key, status = 200, "transfer ended");
+        // A transferer still departing from an earlier transfer goes now.
+        self.release_transferer(fx);
+        let at = fx.now + TRANSFERER_GRACE;
+        fx.timers.arm(at, self.key, TimerKind::ReleaseTransferer);
+        self.departing = Some((transferer, at));
+    }
+
+    /// Hangs up the departing transferer, if there is one.
+    pub(super) fn release_transferer(&mut self, fx: &mut Effects) -> Flow {
+        if let Some((channel, at)) = self.departing.take() {
+            fx.timers.cancel(at, self.key, TimerKind::ReleaseTransferer);
+            self.release(vec![channel], fx);
+        }
+        Flow::Continue
     }
 
     /// Hangs up channels that leave with the transfer (targets, consult legs), normal clearing.
@@ -424,7 +450,7 @@ impl Call {
             (Transfer::Blind { .. }, Leg::Target) => self.blind_failed(HangupCause(cause), fx),
             (Transfer::Attended { .. }, Leg::Target) => self.attended_failed(false, fx),
             (Transfer::Attended { .. }, Leg::Party(p)) if p == source => Flow::Continue,
-            (_, Leg::Replaced) => Flow::Continue,
+            (_, Leg::Replaced | Leg::Departing) => Flow::Continue,
             // The transferee hung up: nobody is left to transfer.
             (_, Leg::Party(_)) => self.abandon_transfer(fx),
         }

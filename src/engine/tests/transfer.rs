@@ -124,9 +124,6 @@ fn terminal_reports(outputs: &[Output]) -> Vec<AriRequest> {
 #[test]
 fn b1_blind_target_answers_joins_the_transferee_and_the_transferer_is_hung_up() {
     let mut engine = blind_pending(CALLER);
-    assert!(engine
-        .handle(1_100, stasis_start(TARGET, &["dialed"]))
-        .is_empty());
     let out = engine.handle(1_500, state_change(TARGET, "Up"));
     assert_eq!(
         requests(&out),
@@ -134,20 +131,22 @@ fn b1_blind_target_answers_joins_the_transferee_and_the_transferer_is_hung_up() 
             stop_ringback(),
             add(BRIDGE1, TARGET),
             progress(CALLER, TransferProgress::Answered),
-            hangup(CALLER, HangupCause::NORMAL_CLEARING),
         ]
     );
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
+    // The transferer's phone gets a moment to hang up by itself, then the app hangs it up.
+    assert_eq!(engine.poll_timeout(), Some(2_500));
+    let out = engine.handle_timeout(2_500);
     assert_eq!(
-        engine.poll_timeout(),
-        None,
-        "the target's ring timeout is cancelled"
+        requests(&out),
+        vec![hangup(CALLER, HangupCause::NORMAL_CLEARING)]
     );
+    assert_eq!(engine.poll_timeout(), None);
     // The transferer's own hangup events and Asterisk's follow-up ChannelTransfer change nothing.
-    assert!(engine.handle(1_600, stasis_end(CALLER)).is_empty());
+    assert!(engine.handle(2_600, stasis_end(CALLER)).is_empty());
     let mut follow_up = refer(CALLER, "carol");
     follow_up["state"] = json!("channel_answered");
-    assert!(engine.handle(1_601, event(follow_up)).is_empty());
+    assert!(engine.handle(2_601, event(follow_up)).is_empty());
     // The call goes on between transferee and target: the target hanging up ends it.
     let out = engine.handle(9_000, stasis_end(TARGET));
     assert_eq!(
@@ -161,6 +160,15 @@ fn b1_blind_target_answers_joins_the_transferee_and_the_transferer_is_hung_up() 
     );
     assert!(ended(&out));
     assert_eq!(engine.call_count(), 0);
+}
+
+#[test]
+fn b1_a_transferer_that_hangs_up_by_itself_after_the_200_is_not_hung_up_again() {
+    let mut engine = blind_pending(CALLER);
+    engine.handle(1_500, state_change(TARGET, "Up"));
+    assert!(engine.handle(1_600, stasis_end(CALLER)).is_empty());
+    assert_eq!(engine.poll_timeout(), None);
+    assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
 }
 
 #[test]
@@ -386,8 +394,11 @@ fn a6_blind_refer_from_the_callees_phone_transfers_the_caller() {
             stop_ringback(),
             add(BRIDGE1, TARGET),
             progress(TRANSFEREE, TransferProgress::Answered),
-            hangup(TRANSFEREE, HangupCause::NORMAL_CLEARING),
         ]
+    );
+    assert_eq!(
+        requests(&engine.handle_timeout(2_500)),
+        vec![hangup(TRANSFEREE, HangupCause::NORMAL_CLEARING)]
     );
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
 }
@@ -442,9 +453,13 @@ fn a1_attended_resolved_by_asterisk_moves_the_consulted_party_to_the_transferee(
                 bridge: BRIDGE2.into()
             },
             progress(CALLER, TransferProgress::Answered),
-            hangup(CALLER, HangupCause::NORMAL_CLEARING),
             hangup(CONSULT, HangupCause::NORMAL_CLEARING),
         ]
+    );
+    // The leg that sent the REFER is hung up a moment later, unless its phone hangs up first.
+    assert_eq!(
+        requests(&engine.handle_timeout(2_010)),
+        vec![hangup(CALLER, HangupCause::NORMAL_CLEARING)]
     );
     assert_eq!(engine.phase_of(NODE, CONSULTED), Some(CallPhase::Connected));
     assert_eq!(
@@ -558,9 +573,12 @@ fn a6_attended_refer_on_the_consult_leg_moves_the_first_calls_party() {
                 bridge: BRIDGE1.into()
             },
             progress(CONSULT, TransferProgress::Answered),
-            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
             hangup(CALLER, HangupCause::NORMAL_CLEARING),
         ]
+    );
+    assert_eq!(
+        requests(&engine.handle_timeout(2_010)),
+        vec![hangup(CONSULT, HangupCause::NORMAL_CLEARING)]
     );
     assert_eq!(
         engine.phase_of(NODE, TRANSFEREE),

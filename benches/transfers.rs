@@ -1,0 +1,982 @@
+//! End-to-end transfer benchmark: REFER-to-final-NOTIFY latency through a real Asterisk with SIPp phones,
+//! with the app (ari-only transfer handling) and without it (Asterisk's own, core-mode transfers).
+//!
+//! `cargo bench --bench transfers` (add `-- N` for another number of transfers of each kind; default 20).
+//! Numbers, never pass/fail. Needs root and the lab (`scripts/lab`): it (re)starts lab node 3 with the
+//! lab-only overlay `tests/lab/bench/` (`ARI_TRANSFER_LAB_OVERLAY`), so it never touches the nodes 1 and 2
+//! of the end-to-end tests, and stops node 3 at the end.
+//!
+//! * ari-only: phones alice, bob and carol of the shipped config (`from-phones`, every leg `ari-only`); the
+//!   real `ari-transfer` binary connects the calls and executes the REFERs.
+//! * core: phones core-alice, core-bob and core-carol of the overlay, context `core-transfers`: calls
+//!   connected by plain `Dial(PJSIP/${EXTEN})`, no Stasis, no `PJSIP_TRANSFER_HANDLING()`: Asterisk
+//!   executes the REFERs itself (native blind and attended transfers). The app is not running then. Asterisk
+//!   leaves the transferer's REFERring call for the phone to hang up, so that phone runs
+//!   `tests/lab/bench/xfer_uac_then_bye.xml` (the e2e scenario, plus its own BYE after the final NOTIFY).
+//!
+//! The scenarios are the end-to-end tests' (`tests/e2e_transfer.rs`): attended = A1 (alice's consult call to
+//! carol, alice's call to bob, REFER with Replaces on the call to bob), blind = B1 (alice calls bob, REFERs him
+//! to carol, who answers). The latency of one transfer is read from the transferring phone's SIPp
+//! `-trace_msg` file: from the timestamp of the REFER it sent to that of the first NOTIFY it received with
+//! `Subscription-State: terminated`. Transfers run one after another, each phone on a fresh UDP port; after
+//! each one, no channel and no bridge may be left in the node (otherwise the bench reports it and stops). A
+//! failed transfer is counted and reported, and the bench goes on. When Asterisk stops answering (it crashed),
+//! its logs are kept, node 3 is started again and the bench goes on; after 3 crashes it stops. Each kind and
+//! mode starts with one warm-up transfer that is not counted.
+//!
+//! The app's CPU time: utime+stime of its process (`/proc/PID/stat`) before and after the counted ari-only
+//! transfers of a kind, divided by their number (it covers the whole scenario: both calls set up, the
+//! transfer, the hangups); also the sum of its threads' `schedstat` run times, which has ns resolution.
+
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use lab::{
+    ari_get, ari_variable, channel_with_call_id, free_tcp_port, free_udp_port, scratch,
+    wait_application_free, wait_for_bridge, Node, Phone, ARI_PASSWORD, ARI_USER,
+};
+
+/// The lab node of this benchmark (the end-to-end tests use 1 and 2).
+const NODE: u16 = 3;
+/// The lab-only Asterisk config the node is started with (core-mode phones and dialplan).
+const OVERLAY: &str = "tests/lab/bench";
+/// How long the called phones ring before they answer while the calls are set up (bob, the consulted carol).
+const SETUP_RING_MS: &str = "50";
+/// How long the blind-transfer target (carol) rings before it answers: part of every blind figure.
+const TARGET_RING_MS: &str = "1";
+/// The transferer sends its REFER this long after its call to bob is answered.
+const XFER_AFTER_MS: &str = "200";
+/// Attended: bob (the transferee) hangs up this long after he answered, which ends the transferred call.
+const BOB_HOLD_MS: &str = "1500";
+/// Blind: the target hangs up this long after it answered, which ends the transferred call.
+const TARGET_HOLD_MS: &str = "300";
+/// One transfer, all phones included, must be over within this.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// After this many Asterisk crashes (each followed by a restart of the node) the bench stops.
+const MAX_CRASHES: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Attended,
+    Blind,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Attended => "attended",
+            Kind::Blind => "blind",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    AriOnly,
+    Core,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::AriOnly => "ari-only",
+            Mode::Core => "core",
+        })
+    }
+}
+
+impl Mode {
+    /// The endpoint (and From user) of a phone in this mode.
+    fn user(self, name: &str) -> String {
+        match self {
+            Mode::AriOnly => name.to_owned(),
+            Mode::Core => format!("core-{name}"),
+        }
+    }
+}
+
+/// Starts lab node 3 with the overlay (stopping a node 3 left running first), and stops it when dropped.
+struct LabNode {
+    node: Node,
+}
+
+fn run_lab(args: &[&str]) -> Result<(), String> {
+    let status = std::process::Command::new("bash")
+        .arg(lab::repo().join("scripts/lab"))
+        .args(args)
+        .env("ARI_TRANSFER_LAB_OVERLAY", lab::repo().join(OVERLAY))
+        .status()
+        .map_err(|e| format!("run scripts/lab: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("scripts/lab {args:?} failed ({status})"))
+    }
+}
+
+impl LabNode {
+    fn start() -> Result<LabNode, String> {
+        let n = NODE.to_string();
+        run_lab(&["stop", &n])?;
+        let node = LabNode {
+            node: Node {
+                n: NODE,
+                name: format!("node{NODE}"),
+                sip_port: 5060 + 100 * (NODE - 1),
+                http_port: 8088 + 100 * (NODE - 1),
+            },
+        };
+        run_lab(&["start", &n])?;
+        Ok(node)
+    }
+}
+
+impl Drop for LabNode {
+    fn drop(&mut self) {
+        if let Err(e) = run_lab(&["stop", &NODE.to_string()]) {
+            eprintln!("bench: {e}");
+        }
+    }
+}
+
+/// The `ari-transfer` binary at its default log level (info), killed and waited for on drop.
+struct App {
+    child: std::process::Child,
+    log: PathBuf,
+    readyz: String,
+}
+
+impl App {
+    async fn start(dir: &Path, node: &Node) -> App {
+        wait_application_free(&node.ari_url()).await;
+        let http_port = free_tcp_port();
+        let config = dir.join("ari-transfer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+                 [timeouts]\nring = 30\n\
+                 [[routes]]\nmatch = \"[a-z]+\"\ndial = \"PJSIP/{{exten}}\"\n\
+                 [[nodes]]\nname = \"{}\"\nurl = \"{}\"\nusername = \"{ARI_USER}\"\npassword_env = \"ARI_PASSWORD\"\n",
+                node.name,
+                node.ari_url()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("app.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("ARI_PASSWORD", ARI_PASSWORD)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn ari-transfer");
+        let app = App {
+            child,
+            log,
+            readyz: format!("http://127.0.0.1:{http_port}/readyz"),
+        };
+        if let Err(e) = app.wait_ready().await {
+            panic!("{e}");
+        }
+        app
+    }
+
+    /// Waits until `/readyz` answers 200 (every node connected and synced).
+    async fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = reqwest::get(&self.readyz).await {
+                if response.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "ari-transfer not ready within 30 s; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time of a process so far: (utime+stime in clock ticks, sum of its live threads' run time in ns).
+fn cpu_of(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields after the command name in parentheses: state is field 3, utime 14, stime 15
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let mut ns = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("schedstat");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    (ticks, ns)
+}
+
+/// Clock ticks per second, and whether it was assumed.
+fn clock_ticks() -> (u64, bool) {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .map_or((100, true), |t| (t, false))
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Microseconds since 1970 of a SIPp trace timestamp `YYYY-MM-DD HH:MM:SS.micro` (local time; only
+/// differences matter).
+fn parse_stamp(stamp: &str) -> Option<i64> {
+    let (date, time) = stamp.trim().split_once(' ')?;
+    let mut ymd = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let (hms, micro) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<i64>());
+    let (hh, mm, ss) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let micro: i64 = format!("{micro:0<6}")[..6].parse().ok()?;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micro)
+}
+
+/// One message of a SIPp `-trace_msg` file.
+struct Traced<'a> {
+    at: i64,
+    sent: bool,
+    lines: Vec<&'a str>,
+}
+
+impl Traced<'_> {
+    fn start_line(&self) -> &str {
+        self.lines
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.lines.iter().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+}
+
+fn traced_messages(trace: &str) -> Vec<Traced<'_>> {
+    let mut messages: Vec<Traced> = Vec::new();
+    let mut lines = trace.lines();
+    while let Some(line) = lines.next() {
+        if let Some(stamp) = line.strip_prefix("-----") {
+            if let Some(at) = parse_stamp(stamp.trim_start_matches('-')) {
+                let direction = lines.next().unwrap_or_default();
+                messages.push(Traced {
+                    at,
+                    sent: direction.contains("message sent"),
+                    lines: Vec::new(),
+                });
+                continue;
+            }
+        }
+        if let Some(message) = messages.last_mut() {
+            message.lines.push(line);
+        }
+    }
+    messages
+}
+
+/// From the transferring phone's trace: ms from the REFER sent to the first terminated NOTIFY received,
+/// which must carry `SIP/2.0 200`.
+fn refer_to_final_notify(trace: &str) -> Result<f64, String> {
+    let messages = traced_messages(trace);
+    let refer = messages
+        .iter()
+        .position(|m| m.sent && m.start_line().starts_with("REFER "))
+        .ok_or("no REFER sent in the trace")?;
+    let notify = messages[refer..]
+        .iter()
+        .find(|m| {
+            !m.sent
+                && m.start_line().starts_with("NOTIFY ")
+                && m.header("Subscription-State")
+                    .is_some_and(|s| s.to_ascii_lowercase().starts_with("terminated"))
+        })
+        .ok_or("no terminated NOTIFY received after the REFER")?;
+    let sipfrag = notify
+        .lines
+        .iter()
+        .find(|l| l.starts_with("SIP/2.0 "))
+        .copied()
+        .unwrap_or_default();
+    if !sipfrag.starts_with("SIP/2.0 200") {
+        return Err(format!("final NOTIFY sipfrag {sipfrag:?}, not 200"));
+    }
+    Ok((notify.at - messages[refer].at) as f64 / 1000.0)
+}
+
+fn trace_of(dir: &Path, phone: &Phone) -> PathBuf {
+    dir.join(format!("{}.messages.log", phone.name))
+}
+
+/// The transferring phone: alice calls bob, then REFERs the call to carol (`replaces`: the consult
+/// dialog's Call-ID with '@' as %40, to-tag, from-tag). ari-only: the e2e tests' scenario, whose call the app
+/// hangs up after a 200. core: `tests/lab/bench/xfer_uac_then_bye.xml`, which hangs up itself after a 200
+/// (Asterisk leaves that to the phone). It is copied into the run's directory and named by its absolute
+/// path there, so that the harness (which looks for scenarios in tests/sipp) writes its logs next to the
+/// others'.
+fn transferer(
+    dir: &Path,
+    node: &Node,
+    mode: Mode,
+    kind: Kind,
+    replaces: Option<(&str, &str, &str)>,
+) -> Phone {
+    let (alice, bob, carol) = (mode.user("alice"), mode.user("bob"), mode.user("carol"));
+    let mut args: Vec<String> = Vec::new();
+    let scenario = match mode {
+        Mode::AriOnly => {
+            args.extend(["-key".into(), "target".into(), carol.clone()]);
+            if let Some((call_id, to_tag, from_tag)) = replaces {
+                for (key, value) in [
+                    ("replaces_call_id", call_id),
+                    ("replaces_to_tag", to_tag),
+                    ("replaces_from_tag", from_tag),
+                ] {
+                    args.extend(["-key".into(), key.into(), value.into()]);
+                }
+            }
+            match kind {
+                Kind::Attended => "xfer_uac_attended.xml".to_owned(),
+                Kind::Blind => "xfer_uac_blind.xml".to_owned(),
+            }
+        }
+        Mode::Core => {
+            let query = replaces.map_or(String::new(), |(call_id, to_tag, from_tag)| {
+                format!("?Replaces={call_id}%3Bto-tag%3D{to_tag}%3Bfrom-tag%3D{from_tag}")
+            });
+            let refer_to = format!("<sip:{carol}@127.0.0.1:{}{query}>", node.sip_port);
+            args.extend(["-key".into(), "refer_to".into(), refer_to]);
+            let copy = dir.join("xfer_uac_then_bye.xml");
+            std::fs::copy(
+                lab::repo().join(OVERLAY).join("xfer_uac_then_bye.xml"),
+                &copy,
+            )
+            .unwrap();
+            copy.to_str().unwrap().to_owned()
+        }
+    };
+    args.extend(
+        [
+            "-set",
+            "expect_status",
+            "200",
+            "-set",
+            "xfer_after_ms",
+            XFER_AFTER_MS,
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Phone::start(dir, node, &scenario, &bob, &alice, free_udp_port(), &args)
+}
+
+/// A1 end to end: alice consults carol, calls bob, and REFERs bob's call with Replaces naming the consult
+/// dialog. Returns the latency read from the REFERring phone's trace.
+async fn attended(node: Node, dir: PathBuf, mode: Mode, i: usize) -> Result<f64, String> {
+    let (alice, bob, carol) = (mode.user("alice"), mode.user("bob"), mode.user("carol"));
+    let ring = ["-set", "ring_ms", SETUP_RING_MS];
+    let carol_phone = Phone::callee(&dir, &node, &carol, "uas_answer.xml", &ring).await;
+    let bob_phone = Phone::callee(
+        &dir,
+        &node,
+        &bob,
+        "uas_answer_then_bye.xml",
+        &[
+            "-set",
+            "ring_ms",
+            SETUP_RING_MS,
+            "-set",
+            "hold_ms",
+            BOB_HOLD_MS,
+        ],
+    )
+    .await;
+    let call_id = format!("bench-{mode}-{i}-{}@127.0.0.1", std::process::id());
+    let from_tag = format!("bench-{mode}-{i}-tag");
+    let consult = Phone::start(
+        &dir,
+        &node,
+        "xfer_uac_consult.xml",
+        &carol,
+        &alice,
+        free_udp_port(),
+        &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
+    );
+    wait_for_bridge(
+        &node,
+        &[&format!("PJSIP/{alice}-"), &format!("PJSIP/{carol}-")],
+    )
+    .await;
+    let channel = channel_with_call_id(&node, &call_id).await;
+    let to_tag = ari_variable(&node, &channel, "CHANNEL(pjsip,local_tag)").await;
+    if to_tag.is_empty() {
+        return Err(format!("no local_tag on the consult channel {channel}"));
+    }
+    let escaped = call_id.replace('@', "%40");
+    let replaces = (escaped.as_str(), to_tag.as_str(), from_tag.as_str());
+    let transferer = transferer(&dir, &node, mode, Kind::Attended, Some(replaces));
+    let trace = trace_of(&dir, &transferer);
+    transferer.finish().await;
+    consult.expect_success().await;
+    bob_phone.expect_success().await;
+    carol_phone.expect_success().await;
+    refer_to_final_notify(&std::fs::read_to_string(trace).unwrap_or_default())
+}
+
+/// B1 end to end: alice calls bob and REFERs him to carol, who answers, talks, and hangs up.
+async fn blind(node: Node, dir: PathBuf, mode: Mode) -> Result<f64, String> {
+    let (bob, carol) = (mode.user("bob"), mode.user("carol"));
+    let bob_phone = Phone::callee(
+        &dir,
+        &node,
+        &bob,
+        "uas_answer.xml",
+        &["-set", "ring_ms", SETUP_RING_MS],
+    )
+    .await;
+    let carol_phone = Phone::callee(
+        &dir,
+        &node,
+        &carol,
+        "uas_answer_then_bye.xml",
+        &[
+            "-set",
+            "ring_ms",
+            TARGET_RING_MS,
+            "-set",
+            "hold_ms",
+            TARGET_HOLD_MS,
+        ],
+    )
+    .await;
+    let transferer = transferer(&dir, &node, mode, Kind::Blind, None);
+    let trace = trace_of(&dir, &transferer);
+    transferer.finish().await;
+    carol_phone.expect_success().await;
+    bob_phone.expect_success().await;
+    refer_to_final_notify(&std::fs::read_to_string(trace).unwrap_or_default())
+}
+
+/// `GET /ari{path}` on the node, an error (instead of a panic) when it does not answer.
+async fn ari_try_get(node: &Node, path: &str) -> Result<Value, String> {
+    let url = format!("{}/ari{path}", node.ari_url());
+    let response = reqwest::Client::new()
+        .get(&url)
+        .basic_auth(ARI_USER, Some(ARI_PASSWORD))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("GET {url}: {}", response.status()));
+    }
+    response.json().await.map_err(|e| format!("GET {url}: {e}"))
+}
+
+enum NodeState {
+    Clean,
+    /// channel names and bridge ids still there
+    Left(String),
+    /// ARI does not answer (Asterisk crashed)
+    Down(String),
+}
+
+/// Whether the node is clean, allowing `within` for hangups to finish.
+async fn node_state(node: &Node, within: Duration) -> NodeState {
+    let deadline = Instant::now() + within;
+    loop {
+        let (channels, bridges) = match (
+            ari_try_get(node, "/channels").await,
+            ari_try_get(node, "/bridges").await,
+        ) {
+            (Ok(channels), Ok(bridges)) => (channels, bridges),
+            (Err(e), _) | (_, Err(e)) => return NodeState::Down(e),
+        };
+        let channels = channels.as_array().cloned().unwrap_or_default();
+        let bridges = bridges.as_array().cloned().unwrap_or_default();
+        if channels.is_empty() && bridges.is_empty() {
+            return NodeState::Clean;
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = channels
+                .iter()
+                .map(|c| format!("{} ({})", c["name"], c["state"]))
+                .collect();
+            let bridges: Vec<String> = bridges
+                .iter()
+                .map(|b| format!("{} {} {}", b["id"], b["bridge_class"], b["channels"]))
+                .collect();
+            return NodeState::Left(format!("channels {names:?}, bridges {bridges:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node stopped answering: keeps its logs (scripts/lab start rotates them), starts it again and waits
+/// for the app (if any) to be connected again. Returns what the crash looked like.
+async fn recover(
+    node: &Node,
+    root: &Path,
+    app: Option<&App>,
+    crash: usize,
+) -> Result<String, String> {
+    let lab_dir =
+        std::env::var("ARI_TRANSFER_LAB").unwrap_or_else(|_| "/tmp/ari-transfer-lab".into());
+    let log_dir = Path::new(&lab_dir).join(&node.name).join("log");
+    let console = std::fs::read_to_string(log_dir.join("console.log")).unwrap_or_default();
+    let last = console
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(empty)")
+        .trim()
+        .to_owned();
+    let kept = root.join(format!("{}-crash-{crash}", node.name));
+    std::fs::create_dir_all(&kept).unwrap();
+    for file in ["console.log", "messages"] {
+        let _ = std::fs::copy(log_dir.join(file), kept.join(file));
+    }
+    run_lab(&["start", &node.n.to_string()])?;
+    if let Some(app) = app {
+        app.wait_ready().await?;
+    }
+    Ok(format!(
+        "Asterisk stopped answering; the last line of its console: {last:?} (logs kept in {})",
+        kept.display()
+    ))
+}
+
+/// The outcome of one kind of transfer in one mode.
+struct Batch {
+    kind: Kind,
+    mode: Mode,
+    warmup: Result<f64, String>,
+    samples: Vec<f64>,
+    failures: Vec<String>,
+    /// Asterisk crashes (the node was restarted and the bench went on)
+    crashes: Vec<String>,
+    wall: Duration,
+    /// (utime+stime ticks, thread run time ns) of the app over the counted transfers (ari-only)
+    cpu: Option<(u64, u64)>,
+}
+
+/// One transfer in its own task (a phone that fails panics in the harness: that is a failure, not the end
+/// of the bench), then the check that nothing is left.
+async fn one(node: &Node, root: &Path, kind: Kind, mode: Mode, i: usize) -> Result<f64, String> {
+    let dir = root.join(format!("{kind}-{mode}-{i:03}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run_dir = dir.clone();
+    let task_node = node.clone();
+    let task = tokio::spawn(tokio::time::timeout(RUN_TIMEOUT, async move {
+        match kind {
+            Kind::Attended => attended(task_node, dir, mode, i).await,
+            Kind::Blind => blind(task_node, dir, mode).await,
+        }
+    }));
+    match task.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(format!("not over within {RUN_TIMEOUT:?}")),
+        Err(e) if e.is_panic() => {
+            let panic = e.into_panic();
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panic".to_owned());
+            let first = text.lines().next().unwrap_or_default();
+            let first = first
+                .trim_end_matches("; SIP trace:")
+                .trim_end_matches("; trace:");
+            Err(format!("{first} (files in {})", run_dir.display()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn batch(
+    node: &Node,
+    root: &Path,
+    kind: Kind,
+    mode: Mode,
+    n: usize,
+    app: Option<&App>,
+    crashes: &mut usize,
+) -> Result<Batch, (Batch, String)> {
+    let mut batch = Batch {
+        kind,
+        mode,
+        warmup: Err("not run".to_owned()),
+        samples: Vec::new(),
+        failures: Vec::new(),
+        crashes: Vec::new(),
+        wall: Duration::ZERO,
+        cpu: None,
+    };
+    let mut cpu_before = None;
+    let start = Instant::now();
+    for i in 0..=n {
+        if i == 1 {
+            cpu_before = app.map(|app| cpu_of(app.pid()));
+        }
+        match node_state(node, Duration::ZERO).await {
+            NodeState::Clean => {}
+            NodeState::Left(left) => {
+                let e = format!("before {kind} {mode} #{i}: left in the node: {left}");
+                return Err((batch, e));
+            }
+            NodeState::Down(e) => return Err((batch, format!("before {kind} {mode} #{i}: {e}"))),
+        }
+        let result = one(node, root, kind, mode, i).await;
+        match (&result, i) {
+            (_, 0) => batch.warmup = result.clone(),
+            (Ok(ms), _) => batch.samples.push(*ms),
+            (Err(e), _) => batch.failures.push(format!("#{i}: {e}")),
+        }
+        if let Err(e) = &result {
+            eprintln!("bench: {kind} {mode} #{i} failed: {e}");
+        }
+        match node_state(node, Duration::from_secs(10)).await {
+            NodeState::Clean => {}
+            NodeState::Left(left) => {
+                let e = format!("after {kind} {mode} #{i}: left in the node: {left}");
+                return Err((batch, e));
+            }
+            NodeState::Down(down) => {
+                *crashes += 1;
+                eprintln!(
+                    "bench: after {kind} {mode} #{i}: {down}; restarting {}",
+                    node.name
+                );
+                match recover(node, root, app, *crashes).await {
+                    Ok(crash) => batch.crashes.push(format!("#{i}: {crash}")),
+                    Err(e) => {
+                        return Err((batch, format!("after {kind} {mode} #{i}: {down}; {e}")))
+                    }
+                }
+                if *crashes >= MAX_CRASHES {
+                    let e = format!("{MAX_CRASHES} Asterisk crashes: giving up");
+                    return Err((batch, e));
+                }
+            }
+        }
+    }
+    batch.wall = start.elapsed();
+    if let (Some(app), Some((ticks, ns))) = (app, cpu_before) {
+        let (ticks_after, ns_after) = cpu_of(app.pid());
+        batch.cpu = Some((ticks_after - ticks, ns_after.saturating_sub(ns)));
+    }
+    Ok(batch)
+}
+
+/// (median, p99 by nearest rank, min, max) in ms.
+fn stats(samples: &[f64]) -> Option<(f64, f64, f64, f64)> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    let rank = ((0.99 * n as f64).ceil() as usize).clamp(1, n);
+    Some((median, sorted[rank - 1], sorted[0], sorted[n - 1]))
+}
+
+fn print_results(batches: &[Batch], n: usize, ticks_per_s: u64) {
+    println!();
+    println!(
+        "REFER sent -> final (Subscription-State: terminated) NOTIFY received, ms, per transfer:"
+    );
+    println!(
+        "{:<9} {:<9} {:>5} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  warm-up (not counted)",
+        "kind", "mode", "ok", "failed", "median", "p99", "min", "max", "mean"
+    );
+    for b in batches {
+        let warmup = match &b.warmup {
+            Ok(ms) => format!("{ms:.2}"),
+            Err(e) => format!("failed: {e}"),
+        };
+        match stats(&b.samples) {
+            Some((median, p99, min, max)) => println!(
+                "{:<9} {:<9} {:>5} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}  {warmup}",
+                b.kind.to_string(),
+                b.mode.to_string(),
+                b.samples.len(),
+                b.failures.len(),
+                median,
+                p99,
+                min,
+                max,
+                b.samples.iter().sum::<f64>() / b.samples.len() as f64,
+            ),
+            None => println!(
+                "{:<9} {:<9} {:>5} {:>6}  (no sample)  {warmup}",
+                b.kind.to_string(),
+                b.mode.to_string(),
+                0,
+                b.failures.len()
+            ),
+        }
+    }
+    for b in batches {
+        let mut samples = b.samples.clone();
+        samples.sort_by(f64::total_cmp);
+        let list: Vec<String> = samples.iter().map(|s| format!("{s:.1}")).collect();
+        println!("  {} {} sorted: {}", b.kind, b.mode, list.join(" "));
+        for failure in &b.failures {
+            println!("  {} {} FAILED {failure}", b.kind, b.mode);
+        }
+        for crash in &b.crashes {
+            println!("  {} {} CRASH after {crash}", b.kind, b.mode);
+        }
+    }
+    println!();
+    println!("ari-transfer CPU time per transfer (ari-only runs; whole scenario: both calls, transfer, hangups):");
+    if batches
+        .iter()
+        .any(|b| b.cpu.is_some() && !b.crashes.is_empty())
+    {
+        println!("  (a batch with an Asterisk crash includes the app's reconnect and re-sync)");
+    }
+    for b in batches {
+        if let Some((ticks, ns)) = b.cpu {
+            let count = (n as f64).max(1.0);
+            println!(
+                "{:<9} utime+stime {:>4} ticks over {n} transfers = {:.2} ms/transfer; \
+                 threads' schedstat run time {:.1} ms = {:.3} ms/transfer; batch wall time {:.1} s",
+                b.kind.to_string(),
+                ticks,
+                ticks as f64 * 1000.0 / ticks_per_s as f64 / count,
+                ns as f64 / 1e6,
+                ns as f64 / 1e6 / count,
+                b.wall.as_secs_f64()
+            );
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A failing phone panics in the harness with its whole SIP trace; the traces stay on disk, so one line
+    // is enough here.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let first = message.lines().next().unwrap_or_default();
+        eprintln!("bench: panic at {location}: {first}");
+    }));
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20);
+    let lab_node = match LabNode::start() {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = bench(&lab_node.node, n).await;
+    drop(lab_node);
+    code
+}
+
+async fn bench(node: &Node, n: usize) -> ExitCode {
+    let root = scratch("bench-transfers");
+    let (ticks_per_s, assumed) = clock_ticks();
+    let info = ari_get(node, "/asterisk/info").await;
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let sipp = command_line("sipp", &["-v"]);
+    let sipp = sipp
+        .lines()
+        .find(|l| l.contains("SIPp v"))
+        .unwrap_or("?")
+        .trim();
+    println!("ari-transfer end-to-end transfer benchmark");
+    println!(
+        "  date (UTC): {}; machine: {} CPUs (nproc), {cpu_model}; kernel {}",
+        command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"]),
+        command_line("nproc", &[]),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "  load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "  Asterisk {} (lab {}, SIP 127.0.0.1:{}/udp, ARI 127.0.0.1:{}), {sipp}; everything on loopback",
+        info["system"]["version"].as_str().unwrap_or("?"),
+        node.name,
+        node.sip_port,
+        node.http_port
+    );
+    println!(
+        "  build profile: {}; the ari-transfer binary is built with it; app log level info (its default)",
+        if cfg!(debug_assertions) {
+            "debug (unoptimized)"
+        } else {
+            "optimized (cargo bench: the bench profile, which inherits release)"
+        }
+    );
+    println!(
+        "  N = {n} counted transfers per kind and mode (+1 warm-up each), one at a time, every phone on a fresh UDP port"
+    );
+    println!(
+        "  phones: callees ring {SETUP_RING_MS} ms during call setup; REFER {XFER_AFTER_MS} ms after the call is answered; \
+         blind target rings {TARGET_RING_MS} ms before answering (included in the blind figures); \
+         after a transfer the app hangs the transferer's call up (ari-only), the phone itself does (core)"
+    );
+    println!(
+        "  latency: SIPp -trace_msg timestamps of the transferring phone (REFER sent -> terminated NOTIFY received); p99 = nearest rank"
+    );
+    println!(
+        "  CPU: /proc/PID/stat utime+stime, CLK_TCK {ticks_per_s}{}",
+        if assumed {
+            " (assumed: getconf CLK_TCK failed)"
+        } else {
+            " (getconf CLK_TCK)"
+        }
+    );
+    println!("  traces: {}", root.display());
+
+    let mut batches = Vec::new();
+    let mut stopped = None;
+    let mut crashes = 0;
+    {
+        let app = App::start(&root, node).await;
+        for kind in [Kind::Attended, Kind::Blind] {
+            eprintln!("bench: {kind} ari-only x{n}");
+            match batch(
+                node,
+                &root,
+                kind,
+                Mode::AriOnly,
+                n,
+                Some(&app),
+                &mut crashes,
+            )
+            .await
+            {
+                Ok(b) => batches.push(b),
+                Err((b, e)) => {
+                    batches.push(b);
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if stopped.is_none() {
+        wait_application_free(&node.ari_url()).await;
+        for kind in [Kind::Attended, Kind::Blind] {
+            eprintln!("bench: {kind} core x{n}");
+            match batch(node, &root, kind, Mode::Core, n, None, &mut crashes).await {
+                Ok(b) => batches.push(b),
+                Err((b, e)) => {
+                    batches.push(b);
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    batches.sort_by_key(|b| (b.kind == Kind::Blind, b.mode == Mode::Core));
+    print_results(&batches, n, ticks_per_s);
+    println!(
+        "  load average at end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    match stopped {
+        Some(e) => {
+            println!("STOPPED: {e}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
