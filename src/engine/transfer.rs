@@ -151,42 +151,40 @@ pub fn failure_report(cause: HangupCause) -> TransferProgress {
 impl Call {
     /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
     pub(super) fn start_blind(&mut self, plan: BlindPlan, fx: &mut Effects) {
-        let BlindPlan {
-            source,
-            dial,
-            target,
-            ringback,
-            recall,
-        } = plan;
-        let ring_deadline = fx.now + fx.config.ring_timeout;
-        fx.timers
-            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
-        tracing::info!(call = %self.key, %target, %dial, "blind transfer");
+        tracing::info!(call = %self.key, target = %plan.target, dial = %plan.dial, "blind transfer");
         fx.request(
             self,
             AriRequest::RemoveFromBridge {
                 bridge: self.bridge.clone(),
-                channels: vec![self.party(source).to_owned()],
+                channels: vec![self.party(plan.source).to_owned()],
             },
         );
         fx.request(
             self,
             AriRequest::PlayOnBridge {
                 bridge: self.bridge.clone(),
-                playback: ringback.clone(),
+                playback: plan.ringback.clone(),
                 media: RINGBACK.to_owned(),
             },
         );
-        self.create(target.clone(), &dial, 1 - source, fx);
+        self.ring_target(plan, false, fx);
+    }
+
+    /// Creates the plan's target (dialed once it is in the app) and waits for it, with a ring timeout.
+    fn ring_target(&mut self, plan: BlindPlan, source_gone: bool, fx: &mut Effects) {
+        let ring_deadline = fx.now + fx.config.ring_timeout;
+        fx.timers
+            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
+        self.create(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
         self.phase = Phase::Transferring(Transfer::Blind {
-            source,
-            target,
+            source: plan.source,
+            target: plan.target,
             ring_deadline,
-            ringback,
+            ringback: plan.ringback,
             failure: None,
-            source_gone: false,
+            source_gone,
             dialed: false,
-            recall,
+            recall: plan.recall,
         });
     }
 
@@ -371,7 +369,9 @@ impl Call {
                     ringback,
                     recall: None,
                 };
-                self.recall(plan, fx);
+                // Like a blind transfer whose transferer is gone: on answer the recall joins the
+                // transferee, who keeps hearing ringback meanwhile; if it fails, the transferee is released.
+                self.ring_target(plan, true, fx);
                 return Flow::Continue;
             }
             tracing::info!(call = %self.key, "transfer failed after the transferer left; releasing the transferee");
@@ -389,26 +389,6 @@ impl Call {
         );
         self.report(source, failure_report(cause), fx);
         Flow::Continue
-    }
-
-    /// Calls the transferer's endpoint back for the transferee, who keeps hearing ringback. It goes like
-    /// a blind transfer whose transferer is gone: on answer it joins the transferee; if it fails, the
-    /// transferee is released.
-    fn recall(&mut self, plan: BlindPlan, fx: &mut Effects) {
-        let ring_deadline = fx.now + fx.config.ring_timeout;
-        fx.timers
-            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
-        self.create(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
-        self.phase = Phase::Transferring(Transfer::Blind {
-            source: plan.source,
-            target: plan.target,
-            ring_deadline,
-            ringback: plan.ringback,
-            failure: None,
-            source_gone: true,
-            dialed: false,
-            recall: None,
-        });
     }
 
     /// The attended move did not happen: the transferer keeps its first call; the consult call is over.
