@@ -421,3 +421,156 @@ async fn a6_attended_transfer_from_the_callees_phone() {
     alice.expect_success().await;
     assert_nothing_left(&node).await;
 }
+
+/// B6: alice REFERs bob to carol and hangs up at once (on the 202), while carol rings. `carol` is carol's
+/// phone; `recall` alice's phone for the call back, if she is to be reachable. Returns alice's NOTIFYs.
+async fn transferer_leaves(
+    dir: &std::path::Path,
+    node: &Node,
+    settings: &AppSettings,
+    carol: (&str, &[&str]),
+) -> (App, Phone, Phone, Vec<String>) {
+    let app = App::start(dir, settings).await;
+    let bob = Phone::callee(dir, node, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(dir, node, "carol", carol.0, carol.1).await;
+    let alice = Phone::caller(
+        dir,
+        node,
+        "xfer_uac_blind_leave.xml",
+        "bob",
+        &["-key", "target", "carol"],
+    );
+    // Asterisk itself ends the REFER with 503 when alice's channel goes with the transfer pending.
+    let notifies = alice.finish().await;
+    (app, bob, carol, notifies)
+}
+
+#[tokio::test]
+async fn b6_transferer_hangs_up_while_the_target_rings_and_the_transfer_goes_on() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b6_transferer_leaves");
+    let settings = AppSettings::for_node(&node);
+    // carol rings 1.5 s, long after alice has gone, then talks with bob and hangs up.
+    let carol = (
+        "uas_answer_then_bye.xml",
+        &["-set", "ring_ms", "1500", "-set", "hold_ms", "2000"][..],
+    );
+    let (_app, bob, carol, notifies) = transferer_leaves(&dir, &node, &settings, carol).await;
+    assert_eq!(
+        notifies,
+        notified(503),
+        "alice's phone left before the outcome"
+    );
+
+    wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b6_target_fails_after_the_transferer_left_and_the_transferer_is_called_back() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b6_recall");
+    let mut settings = AppSettings::for_node(&node);
+    settings.ring_timeout_secs = 2.0;
+    // alice's phone answers the call back, talks with bob, and hangs up.
+    let recall = Phone::callee(
+        &dir,
+        &node,
+        "alice",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "2000"],
+    )
+    .await;
+    // carol never answers: the app cancels her after the ring timeout.
+    let carol = ("uas_ring_forever.xml", &[][..]);
+    let (_app, bob, carol, notifies) = transferer_leaves(&dir, &node, &settings, carol).await;
+    assert_eq!(notifies, notified(503));
+
+    carol.expect_success().await;
+    wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
+    recall.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b6_target_fails_after_the_transferer_left_without_recall_releases_the_transferee() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b6_no_recall");
+    let mut settings = AppSettings::for_node(&node);
+    settings.ring_timeout_secs = 2.0;
+    settings.recall_transferer = false;
+    let carol = ("uas_ring_forever.xml", &[][..]);
+    let (app, bob, carol, notifies) = transferer_leaves(&dir, &node, &settings, carol).await;
+    assert_eq!(notifies, notified(503));
+
+    // carol is cancelled, and bob, with nobody to return to, is hung up (his scenario expects the BYE).
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert!(
+        !app.log().contains("calling the transferer back"),
+        "no recall was made"
+    );
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn b7_a_second_refer_while_the_first_is_pending_lets_the_first_go_on() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b7_second_refer");
+    let _app = app(&dir, &node, 30.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // carol rings for a second (REFER #2 arrives meanwhile), then talks with bob and hangs up.
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "ring_ms", "1000", "-set", "hold_ms", "2000"],
+    )
+    .await;
+    // REFER #2 asks for dave. Asterisk 22 applies each progress post to both REFERs, so the app leaves
+    // REFER #2 alone and both end with the first one's 200 (the scenario checks each one's final status).
+    let alice = Phone::caller(
+        &dir,
+        &node,
+        "xfer_uac_blind_twice.xml",
+        "bob",
+        &[
+            "-key",
+            "target",
+            "carol",
+            "-key",
+            "target2",
+            "dave",
+            "-set",
+            "expect_status",
+            "200",
+            "-set",
+            "expect_status2",
+            "200",
+        ],
+    );
+
+    wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
+    let notifies = alice.finish().await;
+    let finals: Vec<&String> = notifies
+        .iter()
+        .filter(|n| n.contains("terminated"))
+        .collect();
+    assert_eq!(finals.len(), 2, "one final NOTIFY per REFER: {notifies:?}");
+    assert!(
+        finals.iter().all(|n| n.starts_with("200 terminated")),
+        "{notifies:?}"
+    );
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}

@@ -82,10 +82,14 @@ struct World {
     fail_next: bool,
     /// Requests that failed once: their retry succeeds.
     failed: Vec<AriRequest>,
-    /// Terminal reports each live transferer channel is still owed.
+    /// REFERs of each live transferer channel still waiting for their outcome. Like Asterisk 22, one
+    /// terminal report to a channel ends all of them.
     owed: HashMap<String, u32>,
-    /// Terminal reports the engine tried to make but Asterisk failed.
-    attempted: HashMap<String, u32>,
+    /// Channels whose pending REFERs the engine tried to end, but Asterisk failed the report.
+    attempted: BTreeSet<String>,
+    /// Per channel, the REFERs the engine took on (answered with a report) minus the terminal reports it
+    /// made: never negative, or a REFER was told its outcome twice.
+    taken_on: HashMap<String, i64>,
     violations: Vec<String>,
     next_inbound: u32,
 }
@@ -119,7 +123,8 @@ impl World {
             fail_next: false,
             failed: Vec::new(),
             owed: HashMap::new(),
-            attempted: HashMap::new(),
+            attempted: BTreeSet::new(),
+            taken_on: HashMap::new(),
             violations: Vec::new(),
             next_inbound: 0,
         }
@@ -183,7 +188,7 @@ impl World {
             self.failed.push(request.clone());
             if let AriRequest::TransferProgress { channel, state } = request {
                 if state.is_terminal() {
-                    *self.attempted.entry(channel.clone()).or_default() += 1;
+                    self.attempted.insert(channel.clone());
                 }
             }
             return Some(500);
@@ -232,8 +237,7 @@ impl World {
                 // Hanging up a transferer tells its phone 503; that is only right if the engine tried to
                 // report the outcome first (a successful transfer must be reported 200, not 503).
                 let owed = self.owed.get(channel).copied().unwrap_or(0);
-                let attempted = self.attempted.get(channel).copied().unwrap_or(0);
-                if owed > attempted {
+                if owed > 0 && !self.attempted.contains(channel) {
                     self.violations.push(format!(
                         "{channel} hung up before it was told how its REFER ended"
                     ));
@@ -241,14 +245,19 @@ impl World {
                 missing(self.gone(channel, 16))
             }
             AriRequest::TransferProgress { channel, state } => {
-                // A report to a channel that is gone reaches no phone (Asterisk answers 404).
+                // A report to a channel that is gone reaches no phone (Asterisk answers 404); one that
+                // reaches it ends every REFER pending there (and is a silent no-op if none is).
                 if state.is_terminal() && self.alive(channel) {
-                    match self.owed.get_mut(channel) {
-                        Some(n) if *n > 0 => *n -= 1,
-                        _ => self
-                            .violations
-                            .push(format!("{channel} told the outcome of a REFER twice")),
+                    let taken_on = self.taken_on.entry(channel.clone()).or_default();
+                    *taken_on -= 1;
+                    if *taken_on < 0 {
+                        self.violations
+                            .push(format!("{channel} told the outcome of a REFER twice"));
                     }
+                    if let Some(owed) = self.owed.get_mut(channel) {
+                        *owed = 0;
+                    }
+                    self.attempted.remove(channel);
                 }
                 missing(self.alive(channel))
             }
@@ -315,19 +324,21 @@ impl World {
         };
         let outputs = self.engine.handle(self.now, input);
         if outputs.is_empty() {
-            // The engine has no call for the channel: that is only right if it is already hanging it up
-            // (then Asterisk tells the phone 503 itself when the channel goes).
+            // Nothing posted is right if the engine is hanging the channel up (Asterisk then tells the
+            // phone 503 itself), or for a second REFER while the engine has one pending on the channel:
+            // its next terminal report ends both, so this one is owed that outcome like the first (a
+            // REFER left waiting is caught when the run settles).
             let condemned = self
                 .requests
                 .iter()
                 .any(|(_, r)| matches!(r, AriRequest::Hangup { channel, .. } if channel == source));
             if !condemned {
-                self.violations
-                    .push(format!("a REFER on live channel {source} was ignored"));
+                *self.owed.entry(source.to_owned()).or_default() += 1;
             }
             return;
         }
         *self.owed.entry(source.to_owned()).or_default() += 1;
+        *self.taken_on.entry(source.to_owned()).or_default() += 1;
         self.carry_out(outputs);
     }
 

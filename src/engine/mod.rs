@@ -367,8 +367,9 @@ impl Engine {
     }
 
     /// A REFER, on channel S. Follow-up events (with a `state`) and the echo Asterisk sends after a
-    /// transferer hung up (S is in no call any more) start nothing. Otherwise S's phone hears NOTIFY 100 at
-    /// once, and the transfer starts if S's call is connected and has no transfer pending (else 603, B7).
+    /// transferer hung up (S is in no call any more) start nothing, and neither does a second REFER on an S
+    /// whose first is still pending (B7). Otherwise S's phone hears NOTIFY 100 at once, and the transfer
+    /// starts if S's call is connected and has no transfer pending (else 603).
     fn on_channel_transfer(
         &mut self,
         now: Millis,
@@ -381,6 +382,17 @@ impl Engine {
             return;
         };
         if transfer.state.is_some() {
+            return;
+        }
+        if self
+            .calls
+            .get(&key)
+            .is_some_and(|c| c.has_pending_refer_on(&source))
+        {
+            // Asterisk 22 applies every transfer_progress post to all REFERs pending on the channel: a
+            // 603 for this one would end the first one at the phone, too. Left alone, it shares the
+            // first one's NOTIFYs, final one included.
+            tracing::info!(call = %key, channel = %source, "a second REFER while the first is pending: it shares the first one's outcome");
             return;
         }
         let report = |state| Output::Ari {

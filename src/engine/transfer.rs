@@ -29,7 +29,10 @@
 //! | A hangs up (A5)                         | NOTIFY 503, S, R and C hung up, both bridges destroyed → ended  |
 //! | S or R hangs up                         | the transfer goes on (both are hung up at the end anyway)      |
 //!
-//! In every phase, another REFER on the call is answered NOTIFY 603 at once (B7), by the engine.
+//! A REFER on a call that is not idle is answered NOTIFY 603 at once, by the engine, unless it comes on the
+//! channel whose REFER is pending (B7: the phone sent a second REFER in the same dialog). Asterisk 22 posts
+//! every transfer_progress to all REFERs pending on a channel (its NOTIFYs carry no `id`), so that one
+//! cannot be declined alone: it is left to share the first REFER's NOTIFYs, and the first goes on.
 
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
@@ -125,6 +128,18 @@ impl Transfer {
         }
     }
 
+    /// Whether the REFER of this transfer came on channel `channel` of the call, and waits for its outcome.
+    fn refer_pending_on(&self, parties: &[String; 2], channel: &str) -> bool {
+        let source_gone = matches!(
+            self,
+            Transfer::Blind {
+                source_gone: true,
+                ..
+            }
+        );
+        !source_gone && parties[self.source()] == channel
+    }
+
     fn is_blind(&self) -> bool {
         matches!(self, Transfer::Blind { .. })
     }
@@ -149,6 +164,11 @@ pub fn failure_report(cause: HangupCause) -> TransferProgress {
 }
 
 impl Call {
+    /// Whether a REFER that arrived on `channel` is still waiting for its outcome.
+    pub(super) fn has_pending_refer_on(&self, channel: &str) -> bool {
+        matches!(&self.phase, Phase::Transferring(t) if t.refer_pending_on(&self.parties, channel))
+    }
+
     /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
     pub(super) fn start_blind(&mut self, plan: BlindPlan, fx: &mut Effects) {
         tracing::info!(call = %self.key, target = %plan.target, dial = %plan.dial, "blind transfer");

@@ -263,6 +263,8 @@ pub async fn wait_application_free(url: &str) {
 #[derive(Debug, Clone)]
 pub struct AppSettings {
     pub ring_timeout_secs: f64,
+    /// `transfers.recall_transferer` (B6).
+    pub recall_transferer: bool,
     /// The node list as (name, url, username, password env var).
     pub nodes: Vec<(String, String, String, String)>,
 }
@@ -271,6 +273,7 @@ impl AppSettings {
     pub fn for_node(node: &Node) -> AppSettings {
         AppSettings {
             ring_timeout_secs: 30.0,
+            recall_transferer: true,
             nodes: vec![(
                 node.name.clone(),
                 node.ari_url(),
@@ -284,8 +287,9 @@ impl AppSettings {
         let mut text = format!(
             "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [timeouts]\nring = {}\n\
+             [transfers]\nrecall_transferer = {}\n\
              [[routes]]\nmatch = \"[a-z]+\"\ndial = \"PJSIP/{{exten}}\"\n",
-            self.ring_timeout_secs
+            self.ring_timeout_secs, self.recall_transferer
         );
         for (name, url, user, env) in &self.nodes {
             text.push_str(&format!(

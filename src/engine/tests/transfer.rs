@@ -364,19 +364,21 @@ fn b6_without_recalls_the_transferee_is_released_when_the_target_fails() {
 }
 
 #[test]
-fn b7_a_second_refer_while_one_is_pending_is_declined() {
+fn b7_a_second_refer_while_one_is_pending_shares_the_first_ones_outcome() {
     let mut engine = blind_pending(CALLER);
-    for source in [CALLER, TRANSFEREE] {
-        let out = engine.handle(1_100, blind_refer(source, "dave"));
-        assert_eq!(
-            requests(&out),
-            vec![
-                progress(source, TransferProgress::Progress),
-                progress(source, TransferProgress::Declined)
-            ]
-        );
-    }
-    // The first goes on.
+    // On the transferer's own channel: nothing is posted (a post would reach the first REFER too).
+    let out = engine.handle(1_100, blind_refer(CALLER, "dave"));
+    assert_eq!(requests(&out), vec![]);
+    // On the other party's channel, which has no REFER pending: declined, alone.
+    let out = engine.handle(1_200, blind_refer(TRANSFEREE, "dave"));
+    assert_eq!(
+        requests(&out),
+        vec![
+            progress(TRANSFEREE, TransferProgress::Progress),
+            progress(TRANSFEREE, TransferProgress::Declined)
+        ]
+    );
+    // The first goes on, and its 200 is the only final report.
     let out = engine.handle(1_500, state_change(TARGET, "Up"));
     assert_eq!(
         terminal_reports(&out),
