@@ -41,6 +41,7 @@ fn new_engine() -> Engine {
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,
         recall_transferer: true,
+        trunks: Vec::new(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! url = "http://127.0.0.1:8088"        # the node's HTTP root; /ari is appended
 //! username = "ari-transfer"
 //! password_env = "ARI_PASSWORD"        # default
+//! trunks = { node2 = "node2" }         # per other node: this node's PJSIP endpoint that reaches it (A3)
 //!
 //! [[routes]]                           # tried in order; the pattern must match the whole extension
 //! match = "[a-z]+|\\d+"
@@ -25,7 +26,7 @@
 //! recall_transferer = true             # B6: call the transferer back if the target fails after it left
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,7 +34,7 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
-use crate::engine::Route;
+use crate::engine::{Route, Trunk};
 
 /// A configuration error, displayed as one line: `FILE: KEY: what is wrong`.
 #[derive(Debug)]
@@ -114,6 +115,8 @@ struct NodeFile {
     username: String,
     #[serde(default = "default_password_env")]
     password_env: String,
+    #[serde(default)]
+    trunks: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +166,8 @@ pub struct Config {
     pub ring_timeout: u64,
     /// A blind transfer whose target fails after the transferer hung up calls the transferer back.
     pub recall_transferer: bool,
+    /// The SIP trunks between nodes, for transfers across nodes.
+    pub trunks: Vec<Trunk>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +242,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut nodes = Vec::new();
+        let mut trunks = Vec::new();
         for (i, node) in file.nodes.into_iter().enumerate() {
             let key = |field: &str| format!("nodes[{i}].{field}");
             if node.name.is_empty()
@@ -263,12 +269,39 @@ impl Config {
                     "must name an environment variable".into(),
                 ));
             }
+            for (peer, endpoint) in &node.trunks {
+                let valid = !endpoint.is_empty()
+                    && endpoint
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid {
+                    return Err(err(
+                        format!("nodes[{i}].trunks.{peer}"),
+                        format!("'{endpoint}' is not a PJSIP endpoint name"),
+                    ));
+                }
+                trunks.push(Trunk {
+                    node: node.name.as_str().into(),
+                    peer: peer.as_str().into(),
+                    endpoint: endpoint.clone(),
+                });
+            }
             nodes.push(NodeConfig {
                 name: node.name,
                 url,
                 username: node.username,
                 password_env: node.password_env,
             });
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            for trunk in trunks.iter().filter(|t| *t.node == *node.name) {
+                if *trunk.peer == *node.name || !names.contains(&*trunk.peer) {
+                    return Err(err(
+                        format!("nodes[{i}].trunks.{}", trunk.peer),
+                        "must name another configured node".into(),
+                    ));
+                }
+            }
         }
         let mut routes = Vec::new();
         for (i, route) in file.routes.iter().enumerate() {
@@ -295,6 +328,7 @@ impl Config {
             routes,
             ring_timeout: (ring * 1000.0).round() as u64,
             recall_transferer: file.transfers.recall_transferer,
+            trunks,
         })
     }
 }
@@ -373,6 +407,35 @@ ring = 2.5
         assert_eq!(
             error_of(&text),
             "test.toml: nodes[1].name: 'node1' is used twice"
+        );
+    }
+
+    #[test]
+    fn trunks_name_other_nodes_and_endpoints() {
+        let two = format!(
+            "{GOOD}\n[[nodes]]\nname = \"node2\"\nurl = \"http://h:1\"\nusername = \"u\"\n"
+        );
+        let with = |trunks: &str| two.replace("[[routes]]", &format!("{trunks}\n[[routes]]"));
+        let config = Config::parse(&with("trunks = { node2 = \"to-node2\" }"), "t").unwrap();
+        assert_eq!(
+            config.trunks,
+            vec![Trunk {
+                node: "node1".into(),
+                peer: "node2".into(),
+                endpoint: "to-node2".into()
+            }]
+        );
+        assert_eq!(
+            Config::parse(&with("trunks = { node3 = \"x\" }"), "t")
+                .unwrap_err()
+                .to_string(),
+            "t: nodes[0].trunks.node3: must name another configured node"
+        );
+        assert_eq!(
+            Config::parse(&with("trunks = { node2 = \"a b\" }"), "t")
+                .unwrap_err()
+                .to_string(),
+            "t: nodes[0].trunks.node2: 'a b' is not a PJSIP endpoint name"
         );
     }
 

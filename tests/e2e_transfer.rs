@@ -6,14 +6,9 @@
 mod lab;
 
 use lab::{
-    ari_variable, assert_nothing_left, channel_with_call_id, scratch, serial, wait_for_bridge, App,
+    assert_nothing_left, consult_call, notified, scratch, serial, wait_for_bridge, App,
     AppSettings, Node, Phone,
 };
-
-/// What the transferring phone hears: NOTIFY 100 at once, then the outcome.
-fn notified(status: u16) -> Vec<String> {
-    vec!["100 active".to_owned(), format!("{status} terminated")]
-}
 
 async fn app(dir: &std::path::Path, node: &Node, ring_timeout_secs: f64) -> App {
     let mut settings = AppSettings::for_node(node);
@@ -184,32 +179,6 @@ async fn a6_blind_transfer_from_the_callees_phone() {
     assert_nothing_left(&node).await;
 }
 
-/// The transferer `from`'s consult call to carol, with a Call-ID and From tag the test chose; returns the
-/// phone and the Replaces parameters naming its dialog: (Call-ID with '@' escaped, to-tag, from-tag).
-async fn consult_call(
-    dir: &std::path::Path,
-    node: &Node,
-    name: &str,
-    from: &str,
-) -> (Phone, String, String, String) {
-    let call_id = format!("{name}-{}@127.0.0.1", std::process::id());
-    let from_tag = format!("{name}-tag");
-    let consult = Phone::start(
-        dir,
-        node,
-        "xfer_uac_consult.xml",
-        "carol",
-        from,
-        lab::free_udp_port(),
-        &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
-    );
-    wait_for_bridge(node, &[&format!("PJSIP/{from}-"), "PJSIP/carol-"]).await;
-    let channel = channel_with_call_id(node, &call_id).await;
-    let to_tag = ari_variable(node, &channel, "CHANNEL(pjsip,local_tag)").await;
-    assert!(!to_tag.is_empty());
-    (consult, call_id.replace('@', "%40"), to_tag, from_tag)
-}
-
 /// A1 (tags as the phone sends them: Asterisk resolves the dialog) and A2 (tags swapped: it does not, and
 /// the app resolves the Call-ID itself) share one run.
 async fn attended_transfer(name: &str, swap_tags: bool) {
@@ -227,7 +196,8 @@ async fn attended_transfer(name: &str, swap_tags: bool) {
         &["-set", "hold_ms", "5000"],
     )
     .await;
-    let (consult, call_id, to_tag, from_tag) = consult_call(&dir, &node, name, "alice").await;
+    let (consult, call_id, to_tag, from_tag) =
+        consult_call(&dir, &node, name, "alice", "carol").await;
     let (to_tag, from_tag) = if swap_tags {
         (from_tag, to_tag)
     } else {
@@ -383,7 +353,7 @@ async fn a6_attended_transfer_from_the_callees_phone() {
     )
     .await;
     let (consult, call_id, to_tag, from_tag) =
-        consult_call(&dir, &node, "a6_attended_from_callee", "bob").await;
+        consult_call(&dir, &node, "a6_attended_from_callee", "bob", "carol").await;
     let bob = Phone::callee(
         &dir,
         &node,

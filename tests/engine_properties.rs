@@ -111,6 +111,7 @@ impl World {
             routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
             ring_timeout: RING_TIMEOUT,
             recall_transferer: true,
+            trunks: Vec::new(),
         });
         World {
             engine,

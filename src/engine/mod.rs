@@ -23,7 +23,7 @@ use index::ChannelIndex;
 pub use routing::CallPhase;
 use routing::{Call, Flow, Leg};
 use timers::{TimerKind, Timers};
-use transfer::BlindPlan;
+use transfer::{BlindPlan, LinkSignal};
 
 /// Milliseconds on the runtime's monotonic clock.
 pub type Millis = u64;
@@ -131,6 +131,15 @@ fn placeholders(template: &str) -> Result<Vec<&str>, RouteError> {
     Ok(found)
 }
 
+/// A SIP trunk: on `node`, the PJSIP endpoint `endpoint` reaches node `peer`. Calls between nodes arrive on
+/// the endpoint named for the calling node, so a channel of a trunk endpoint is never a phone's dialog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trunk {
+    pub node: NodeName,
+    pub peer: NodeName,
+    pub endpoint: String,
+}
+
 /// What the engine needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -143,6 +152,8 @@ pub struct EngineConfig {
     /// Whether a blind transfer whose target fails after the transferer hung up calls the transferer
     /// back (else the transferee is hung up).
     pub recall_transferer: bool,
+    /// The trunks between nodes, for attended transfers whose two calls are on different nodes (A3).
+    pub trunks: Vec<Trunk>,
 }
 
 /// One input to the engine.
@@ -169,6 +180,14 @@ pub enum Input {
     },
 }
 
+/// The call a REFER's `Replaces` names: R, party `party` of call `call` on `node`.
+struct Consult {
+    node: NodeName,
+    call: CallKey,
+    party: usize,
+    replaced: String,
+}
+
 /// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -188,9 +207,15 @@ pub(crate) struct Effects<'a> {
     pub config: &'a EngineConfig,
     pub timers: &'a mut Timers,
     pub out: &'a mut Vec<Output>,
+    /// What this call tells the other half of a cross-node transfer, delivered once it is done.
+    signals: Vec<(CallKey, LinkSignal)>,
 }
 
 impl Effects<'_> {
+    pub fn signal(&mut self, call: CallKey, signal: LinkSignal) {
+        self.signals.push((call, signal));
+    }
+
     pub fn request(&mut self, call: &Call, request: AriRequest) {
         self.out.push(Output::Ari {
             node: call.node.clone(),
@@ -210,6 +235,9 @@ pub struct Engine {
     next_key: u64,
     /// Requests made a second time after a failure.
     retried: HashSet<(NodeName, AriRequest)>,
+    /// Cross-node transfers waiting for their link leg: (the node it arrives on, the extension it
+    /// dials) to the consult call it joins.
+    links: HashMap<(NodeName, String), CallKey>,
 }
 
 impl Engine {
@@ -221,6 +249,7 @@ impl Engine {
             timers: Timers::default(),
             next_key: 1,
             retried: HashSet::new(),
+            links: HashMap::new(),
         }
     }
 
@@ -298,9 +327,7 @@ impl Engine {
         let known = self.index.call_of(&node, &channel.id);
         match (known, &event) {
             (Some(key), _) => {
-                if let Some(call_id) = channel.call_id() {
-                    self.index.note_call_id(&node, &channel.id, call_id);
-                }
+                self.note_call_id(&node, channel);
                 let Some(leg) = self.calls.get(&key).and_then(|c| c.leg_of(&channel.id)) else {
                     return;
                 };
@@ -320,6 +347,28 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let channel = &start.channel;
+        let link_prefix = self.link_prefix();
+        if let Some(token) = channel
+            .dialed_exten()
+            .filter(|exten| exten.starts_with(&link_prefix))
+        {
+            let mut joined = false;
+            if let Some(consult) = self.links.remove(&(node.clone(), token.to_owned())) {
+                self.with_call(now, consult, out, |call, fx| {
+                    joined = call.on_link_arrived(&channel.id, fx);
+                    Flow::Continue
+                });
+            }
+            if !joined {
+                tracing::info!(channel = %channel.id, "a link leg arrived for a transfer that is over; hanging it up");
+                let hangup = AriRequest::Hangup {
+                    channel: channel.id.clone(),
+                    cause: HangupCause::NORMAL_CLEARING,
+                };
+                self.one_off(node, hangup, out);
+            }
+            return;
+        }
         if start.args.first().map(String::as_str) == Some(DIALED_LEG_ARG) {
             tracing::warn!(channel = %channel.id, "a leg dialed by an earlier run entered the app; hanging it up");
             let hangup = AriRequest::Hangup {
@@ -361,8 +410,14 @@ impl Engine {
             call.start(&dial, fx);
             Flow::Continue
         });
-        if let Some(call_id) = channel.call_id() {
-            self.index.note_call_id(&node, &channel.id, call_id);
+        self.note_call_id(&node, channel);
+    }
+
+    /// Indexes a known channel's SIP Call-ID, unless it is a trunk leg: the two legs of a call between
+    /// nodes share one Call-ID, and neither is a phone's dialog that a REFER could replace.
+    fn note_call_id(&mut self, node: &NodeName, channel: &Channel) {
+        if let (Some(call_id), false) = (channel.call_id(), self.is_trunk_leg(node, channel)) {
+            self.index.note_call_id(node, &channel.id, call_id);
         }
     }
 
@@ -462,7 +517,9 @@ impl Engine {
     }
 
     /// Starts an attended transfer: finds the replaced dialog R (as Asterisk resolved it, else by its
-    /// Call-ID), and merges R's call into this one.
+    /// Call-ID, on this node first), and merges R's call into this one, or, when R is on another node,
+    /// links the two calls through a trunk (A3). A trunk leg is never taken for R: both ends of a call
+    /// between nodes share its Call-ID, and Asterisk resolves a Replaces naming one to that leg.
     fn start_attended(
         &mut self,
         now: Millis,
@@ -478,50 +535,129 @@ impl Engine {
             .protocol_id
             .as_deref()
             .unwrap_or_default();
-        let asterisk_resolved = transfer.refer_to.destination_channel.as_ref();
+        let asterisk_resolved = transfer
+            .refer_to
+            .destination_channel
+            .as_ref()
+            .filter(|c| !self.is_trunk_leg(node, c));
         tracing::info!(
             call = %key,
             call_id,
             by = if asterisk_resolved.is_some() { "asterisk" } else { "call-id index" },
             "attended transfer: resolving the replaced dialog"
         );
-        let resolved = asterisk_resolved.map(|c| c.id.clone()).into_iter();
-        let by_call_id = self
-            .index
-            .with_call_id(call_id)
-            .iter()
-            .filter(|(n, _)| n == node)
-            .map(|(_, id)| id.clone());
-        let candidates: Vec<String> = resolved.chain(by_call_id).collect();
-        let consult = candidates.into_iter().find_map(|replaced| {
-            let other = self.index.call_of(node, &replaced)?;
-            let call = self.calls.get(&other)?;
-            match call.leg_of(&replaced) {
-                Some(Leg::Party(p)) if other != key && call.is_idle_connected() => Some((
-                    other,
-                    replaced,
-                    call.other_party(p).to_owned(),
-                    call.bridge().to_owned(),
-                )),
-                _ => None,
+        let resolved = asterisk_resolved.map(|c| (node.clone(), c.id.clone()));
+        let mut by_call_id = self.index.with_call_id(call_id).to_vec();
+        by_call_id.sort_by_key(|(n, _)| n != node);
+        let consult = resolved
+            .into_iter()
+            .chain(by_call_id)
+            .find_map(|(at, replaced)| {
+                let other = self.index.call_of(&at, &replaced)?;
+                let call = self.calls.get(&other)?;
+                match call.leg_of(&replaced) {
+                    Some(Leg::Party(party)) if other != key && call.is_idle_connected() => {
+                        Some(Consult {
+                            node: at,
+                            call: other,
+                            party,
+                            replaced,
+                        })
+                    }
+                    _ => None,
+                }
+            });
+        match consult {
+            Some(consult) if consult.node == *node => {
+                self.merge_consult(now, key, party, consult, out);
+                true
             }
+            Some(consult) => self.link_consult(now, node, key, party, consult, out),
+            None => {
+                tracing::info!(call = %key, call_id, "attended transfer: the replaced dialog is not a connected call of this app");
+                false
+            }
+        }
+    }
+
+    /// Same node: the consult call is absorbed (its channels now belong to this call), and its other
+    /// party moves into this call's bridge.
+    fn merge_consult(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        party: usize,
+        consult: Consult,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(absorbed) = self.calls.remove(&consult.call) else {
+            return;
+        };
+        for channel in absorbed.channels() {
+            self.index.remove(&consult.node, &channel, consult.call);
+        }
+        out.push(Output::CallEnded { call: consult.call });
+        let newcomer = absorbed.other_party(consult.party).to_owned();
+        let old_bridge = absorbed.bridge().to_owned();
+        self.with_call(now, key, out, |call, fx| {
+            call.start_attended(party, consult.replaced, newcomer, old_bridge, fx);
+            Flow::Continue
         });
-        let Some((other, replaced, newcomer, old_bridge)) = consult else {
-            tracing::info!(call = %key, call_id, "attended transfer: the replaced dialog is not a connected call of this app");
+    }
+
+    /// Another node: a link leg is dialed from this node through the trunk to the consult call's node,
+    /// where it arrives with a token for an extension and takes R's place; here it takes the
+    /// transferer's. False if no trunk leads there.
+    fn link_consult(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        key: CallKey,
+        party: usize,
+        consult: Consult,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(trunk) = self
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.node == *node && t.peer == consult.node)
+        else {
+            tracing::info!(call = %key, consult_node = %consult.node, "attended transfer: the replaced dialog is on a node no trunk leads to");
             return false;
         };
-        // The consult call is absorbed: its channels now belong to this call.
-        if let Some(absorbed) = self.calls.remove(&other) {
-            for channel in absorbed.channels() {
-                self.index.remove(node, &channel, other);
-            }
-            out.push(Output::CallEnded { call: other });
-        }
+        let dial_endpoint = trunk.endpoint.clone();
+        let n = self.new_key().0;
+        let token = format!("{}{n}", self.link_prefix());
+        let dial = format!("PJSIP/{token}@{dial_endpoint}");
+        let link = format!("{}-{n}-link", self.config.instance);
+        self.links
+            .insert((consult.node.clone(), token), consult.call);
+        self.with_call(now, consult.call, out, |call, _| {
+            call.start_linked(consult.party, key);
+            Flow::Continue
+        });
         self.with_call(now, key, out, |call, fx| {
-            call.start_attended(party, replaced, newcomer, old_bridge, fx);
+            call.start_remote(party, link, &dial, consult.call, fx);
             Flow::Continue
         });
         true
+    }
+
+    /// How the extensions of this instance's link legs begin (letters and digits only: the dialplan's
+    /// pattern takes nothing else).
+    fn link_prefix(&self) -> String {
+        format!("xfer{}n", self.config.instance)
+    }
+
+    /// Whether a channel on `node` belongs to one of its trunk endpoints.
+    fn is_trunk_leg(&self, node: &NodeName, channel: &Channel) -> bool {
+        channel.endpoint().is_some_and(|endpoint| {
+            self.config
+                .trunks
+                .iter()
+                .any(|t| t.node == *node && endpoint == format!("PJSIP/{}", t.endpoint))
+        })
     }
 
     fn route(&self, exten: &str) -> Option<String> {
@@ -626,8 +762,10 @@ impl Engine {
             config: &self.config,
             timers: &mut self.timers,
             out,
+            signals: Vec::new(),
         };
         let flow = f(call, &mut fx);
+        let signals = std::mem::take(&mut fx.signals);
         let after = match flow {
             Flow::Continue => call.channels(),
             Flow::Ended => Vec::new(),
@@ -643,7 +781,21 @@ impl Engine {
             if let Some(call) = self.calls.remove(&key) {
                 call.cancel_timers(&mut self.timers);
             }
+            self.links.retain(|_, consult| *consult != key);
             out.push(Output::CallEnded { call: key });
+        }
+        self.deliver_signals(now, signals, out);
+    }
+
+    /// Hands each half of a cross-node transfer what the other half said.
+    fn deliver_signals(
+        &mut self,
+        now: Millis,
+        signals: Vec<(CallKey, LinkSignal)>,
+        out: &mut Vec<Output>,
+    ) {
+        for (call, signal) in signals {
+            self.with_call(now, call, out, |call, fx| call.on_link_signal(signal, fx));
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
+mod cross_node;
 mod transfer;
 
 use serde_json::{json, Value};
@@ -15,6 +16,7 @@ fn engine() -> Engine {
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,
         recall_transferer: true,
+        trunks: Vec::new(),
     })
 }
 

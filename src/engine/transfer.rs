@@ -29,6 +29,21 @@
 //! | A hangs up (A5)                         | NOTIFY 503, S, R and C hung up, both bridges destroyed → ended  |
 //! | S or R hangs up                         | the transfer goes on (both are hung up at the end anyway)      |
 //!
+//! Attended across nodes (A3): S's call is on node 1, the consult call (C, R) on node 2. Node 1 dials a link
+//! leg L1 through its trunk to node 2, where it arrives as L2 (its extension is a token the engine chose).
+//! S's call is `Transfer::Remote`, the consult call `Transfer::Linked`; they tell each other the outcome
+//! ([`LinkSignal`]). Afterwards they are two ordinary calls, (A, L1) and (L2, C), joined by the trunk: a
+//! hangup on either side reaches the other through it.
+//!
+//! | input (call)                            | outcome                                                        |
+//! |-----------------------------------------|----------------------------------------------------------------|
+//! | L2 arrives (consult call)               | L2 answered and added to bridge2                               |
+//! | L1 answers (S's call)                   | L1 added to bridge1                                            |
+//! | L1 entered bridge1 (S's call)           | NOTIFY 200, S hung up → Connected (A, L1); the consult call: R hung up → Connected (L2, C) |
+//! | L1 fails, ring timeout, a request of L1 or L2 fails, C or L2 hangs up | NOTIFY 503, L1 hung up → Connected (A, S); the consult call is over (C, R, L2 hung up, bridge2 destroyed) |
+//! | A hangs up                              | NOTIFY 503, S and L1 hung up → ended; the consult call is over |
+//! | S or R hangs up                         | the transfer goes on                                           |
+//!
 //! A REFER on a call that is not idle is answered NOTIFY 603 at once, by the engine, unless it comes on the
 //! channel whose REFER is pending (B7: the phone sent a second REFER in the same dialog). Asterisk 22 posts
 //! every transfer_progress to all REFERs pending on a channel (its NOTIFYs carry no `id`), so that one
@@ -39,6 +54,15 @@ use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 use super::routing::{Call, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
 use super::{CallKey, Effects, Millis};
+
+/// What one half of a cross-node transfer tells the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkSignal {
+    /// The link leg took the transferer's place on node 1: the consult call swaps R for L2.
+    Completed,
+    /// The transfer cannot complete: each half rolls back (S's call) or ends (the consult call).
+    Failed,
+}
 
 /// What a blind transfer dials, and for whom.
 pub(super) struct BlindPlan {
@@ -83,6 +107,23 @@ pub(super) enum Transfer {
         newcomer: String,
         old_bridge: String,
     },
+    /// Attended across nodes, on S's call: the link leg L1 to the consult call's node.
+    Remote {
+        source: usize,
+        link: String,
+        ring_deadline: Millis,
+        dialed: bool,
+        answered: bool,
+        /// The consult call, on the other node.
+        far: CallKey,
+    },
+    /// Attended across nodes, on the consult call: R (party `replaced`) is replaced by the link leg L2
+    /// arriving from S's call (`near`).
+    Linked {
+        replaced: usize,
+        link: Option<String>,
+        near: CallKey,
+    },
 }
 
 impl Transfer {
@@ -92,6 +133,8 @@ impl Transfer {
             Transfer::Attended {
                 replaced, newcomer, ..
             } => vec![replaced.clone(), newcomer.clone()],
+            Transfer::Remote { link, .. } => vec![link.clone()],
+            Transfer::Linked { link, .. } => link.iter().cloned().collect(),
         }
     }
 
@@ -100,6 +143,8 @@ impl Transfer {
             Transfer::Blind { target, .. } if target == channel => Some(Leg::Target),
             Transfer::Attended { newcomer, .. } if newcomer == channel => Some(Leg::Target),
             Transfer::Attended { replaced, .. } if replaced == channel => Some(Leg::Replaced),
+            Transfer::Remote { link, .. } if link == channel => Some(Leg::Target),
+            Transfer::Linked { link, .. } if link.as_deref() == Some(channel) => Some(Leg::Target),
             _ => None,
         }
     }
@@ -111,16 +156,19 @@ impl Transfer {
     }
 
     pub fn cancel_timer(&self, call: CallKey, timers: &mut Timers) {
-        if let Transfer::Blind { ring_deadline, .. } = self {
+        if let Transfer::Blind { ring_deadline, .. } | Transfer::Remote { ring_deadline, .. } = self
+        {
             timers.cancel(*ring_deadline, call, TimerKind::RingTimeout);
         }
     }
 
-    /// For a blind transfer whose target was not dialed yet: marks it dialed, and gives the party on whose
-    /// behalf it is dialed (the transferee).
+    /// For a transfer whose target (or link leg) was not dialed yet: marks it dialed, and gives the party on
+    /// whose behalf it is dialed (the transferee).
     pub fn dial_once(&mut self) -> Option<usize> {
         match self {
-            Transfer::Blind { source, dialed, .. } if !*dialed => {
+            Transfer::Blind { source, dialed, .. } | Transfer::Remote { source, dialed, .. }
+                if !*dialed =>
+            {
                 *dialed = true;
                 Some(1 - *source)
             }
@@ -137,7 +185,8 @@ impl Transfer {
                 ..
             }
         );
-        !source_gone && parties[self.source()] == channel
+        let has_refer = !matches!(self, Transfer::Linked { .. });
+        has_refer && !source_gone && parties[self.source()] == channel
     }
 
     fn is_blind(&self) -> bool {
@@ -148,9 +197,21 @@ impl Transfer {
         matches!(self, Transfer::Attended { .. })
     }
 
+    fn is_remote(&self) -> bool {
+        matches!(self, Transfer::Remote { .. })
+    }
+
+    fn is_linked(&self) -> bool {
+        matches!(self, Transfer::Linked { .. })
+    }
+
+    /// The party the transfer replaces: S (whose REFER it is), or R on a consult call linked across nodes.
     fn source(&self) -> usize {
         match self {
-            Transfer::Blind { source, .. } | Transfer::Attended { source, .. } => *source,
+            Transfer::Blind { source, .. }
+            | Transfer::Attended { source, .. }
+            | Transfer::Remote { source, .. } => *source,
+            Transfer::Linked { replaced, .. } => *replaced,
         }
     }
 }
@@ -192,10 +253,7 @@ impl Call {
 
     /// Creates the plan's target (dialed once it is in the app) and waits for it, with a ring timeout.
     fn ring_target(&mut self, plan: BlindPlan, source_gone: bool, fx: &mut Effects) {
-        let ring_deadline = fx.now + fx.config.ring_timeout;
-        fx.timers
-            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
-        self.create(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
+        let ring_deadline = self.ring(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
         self.phase = Phase::Transferring(Transfer::Blind {
             source: plan.source,
             target: plan.target,
@@ -206,6 +264,129 @@ impl Call {
             dialed: false,
             recall: plan.recall,
         });
+    }
+
+    /// Creates `channel` towards `dial` for party `on_behalf_of`, with a ring timeout; gives its deadline.
+    fn ring(&self, channel: String, dial: &str, on_behalf_of: usize, fx: &mut Effects) -> Millis {
+        let ring_deadline = fx.now + fx.config.ring_timeout;
+        fx.timers
+            .arm(ring_deadline, self.key, TimerKind::RingTimeout);
+        self.create(channel, dial, on_behalf_of, fx);
+        ring_deadline
+    }
+
+    /// Attended transfer across nodes, on S's call: the link leg `link` is dialed through the trunk
+    /// (`dial`) to the consult call `far`, and takes party `source`'s place once it is answered.
+    pub(super) fn start_remote(
+        &mut self,
+        source: usize,
+        link: String,
+        dial: &str,
+        far: CallKey,
+        fx: &mut Effects,
+    ) {
+        tracing::info!(call = %self.key, %link, %dial, consult_call = %far, "attended transfer across nodes");
+        let ring_deadline = self.ring(link.clone(), dial, 1 - source, fx);
+        self.phase = Phase::Transferring(Transfer::Remote {
+            source,
+            link,
+            ring_deadline,
+            dialed: false,
+            answered: false,
+            far,
+        });
+    }
+
+    /// Attended transfer across nodes, on the consult call: party `replaced` (R) waits to be replaced by
+    /// the link leg from call `near`.
+    pub(super) fn start_linked(&mut self, replaced: usize, near: CallKey) {
+        self.phase = Phase::Transferring(Transfer::Linked {
+            replaced,
+            link: None,
+            near,
+        });
+    }
+
+    /// The link leg from the transferer's node arrived: it is answered (which answers L1 on the other
+    /// node) and joins this call's bridge. False if this call no longer waits for it.
+    pub(super) fn on_link_arrived(&mut self, channel: &str, fx: &mut Effects) -> bool {
+        let Phase::Transferring(Transfer::Linked { link, .. }) = &mut self.phase else {
+            return false;
+        };
+        if link.is_some() {
+            return false;
+        }
+        *link = Some(channel.to_owned());
+        let channel = channel.to_owned();
+        fx.request(
+            self,
+            AriRequest::Answer {
+                channel: channel.clone(),
+            },
+        );
+        fx.request(
+            self,
+            AriRequest::AddToBridge {
+                bridge: self.bridge.clone(),
+                channels: vec![channel],
+            },
+        );
+        true
+    }
+
+    /// What the other half of a cross-node transfer says.
+    pub(super) fn on_link_signal(&mut self, signal: LinkSignal, fx: &mut Effects) -> Flow {
+        match (&self.phase, signal) {
+            (Phase::Transferring(Transfer::Remote { .. }), LinkSignal::Failed) => {
+                self.remote_failed(fx)
+            }
+            (
+                Phase::Transferring(Transfer::Linked { link: Some(_), .. }),
+                LinkSignal::Completed,
+            ) => {
+                let Some(Transfer::Linked {
+                    replaced,
+                    link: Some(link),
+                    ..
+                }) = self.finish_transfer(Transfer::is_linked, fx)
+                else {
+                    return Flow::Continue;
+                };
+                let consult_leg = std::mem::replace(&mut self.parties[replaced], link);
+                self.release(vec![consult_leg], fx);
+                Flow::Continue
+            }
+            (Phase::Transferring(Transfer::Linked { .. }), _) => self.linked_failed(fx),
+            _ => Flow::Continue,
+        }
+    }
+
+    /// S's half of a cross-node transfer failed: S stays with A, told 503; the link leg goes, and so does
+    /// the consult call.
+    fn remote_failed(&mut self, fx: &mut Effects) -> Flow {
+        let Some(Transfer::Remote {
+            source, link, far, ..
+        }) = self.finish_transfer(Transfer::is_remote, fx)
+        else {
+            return Flow::Continue;
+        };
+        self.report(source, TransferProgress::Unavailable, fx);
+        self.release(vec![link], fx);
+        fx.signal(far, LinkSignal::Failed);
+        Flow::Continue
+    }
+
+    /// The consult call's half of a cross-node transfer failed (or was told so): the consult call is over.
+    fn linked_failed(&mut self, fx: &mut Effects) -> Flow {
+        let Some(Transfer::Linked { link, near, .. }) =
+            self.finish_transfer(Transfer::is_linked, fx)
+        else {
+            return Flow::Continue;
+        };
+        self.release(link.into_iter().collect(), fx);
+        self.release(self.parties.to_vec(), fx);
+        fx.signal(near, LinkSignal::Failed);
+        self.end(fx)
     }
 
     /// Attended transfer: `newcomer` (C) moves from `old_bridge` into this call's bridge, replacing party
@@ -305,6 +486,19 @@ impl Call {
     }
 
     pub(super) fn on_target_answered(&mut self, fx: &mut Effects) -> Flow {
+        if let Phase::Transferring(Transfer::Remote { link, answered, .. }) = &mut self.phase {
+            if !std::mem::replace(answered, true) {
+                let link = link.clone();
+                fx.request(
+                    self,
+                    AriRequest::AddToBridge {
+                        bridge: self.bridge.clone(),
+                        channels: vec![link],
+                    },
+                );
+            }
+            return Flow::Continue;
+        }
         let Some(Transfer::Blind {
             source,
             target,
@@ -328,6 +522,14 @@ impl Call {
     }
 
     pub(super) fn on_target_joined(&mut self, fx: &mut Effects) -> Flow {
+        if let Some(Transfer::Remote {
+            source, link, far, ..
+        }) = self.finish_transfer(Transfer::is_remote, fx)
+        {
+            self.complete_transfer(source, link, true, fx);
+            fx.signal(far, LinkSignal::Completed);
+            return Flow::Continue;
+        }
         let Some(Transfer::Attended {
             source,
             replaced,
@@ -344,7 +546,9 @@ impl Call {
     }
 
     pub(super) fn on_target_ring_timeout(&mut self, fx: &mut Effects) -> Flow {
-        let Phase::Transferring(Transfer::Blind { target, .. }) = &self.phase else {
+        let (Phase::Transferring(Transfer::Blind { target, .. })
+        | Phase::Transferring(Transfer::Remote { link: target, .. })) = &self.phase
+        else {
             return Flow::Continue;
         };
         let target = target.clone();
@@ -355,7 +559,10 @@ impl Call {
                 cause: HangupCause::NO_ANSWER,
             },
         );
-        self.blind_failed(HangupCause::NO_ANSWER, fx)
+        match &self.phase {
+            Phase::Transferring(Transfer::Remote { .. }) => self.remote_failed(fx),
+            _ => self.blind_failed(HangupCause::NO_ANSWER, fx),
+        }
     }
 
     /// The blind transfer's target did not answer: the transferer gets its call back, or, if it hung up,
@@ -449,7 +656,13 @@ impl Call {
             }
             (Transfer::Blind { .. }, Leg::Target) => self.blind_failed(HangupCause(cause), fx),
             (Transfer::Attended { .. }, Leg::Target) => self.attended_failed(false, fx),
-            (Transfer::Attended { .. }, Leg::Party(p)) if p == source => Flow::Continue,
+            (Transfer::Attended { .. } | Transfer::Remote { .. }, Leg::Party(p)) if p == source => {
+                Flow::Continue
+            }
+            (Transfer::Remote { .. }, Leg::Target) => self.remote_failed(fx),
+            // R hangs up: it is replaced anyway. C or the link leg hangs up: the transfer cannot complete.
+            (Transfer::Linked { .. }, Leg::Party(p)) if p == source => Flow::Continue,
+            (Transfer::Linked { .. }, _) => self.linked_failed(fx),
             (_, Leg::Replaced | Leg::Departing) => Flow::Continue,
             // The transferee hung up: nobody is left to transfer.
             (_, Leg::Party(_)) => self.abandon_transfer(fx),
@@ -475,8 +688,12 @@ impl Call {
             leftovers.push(self.party(source).to_owned());
         }
         self.release(leftovers, fx);
-        if let Transfer::Attended { old_bridge, .. } = transfer {
-            fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
+        match transfer {
+            Transfer::Attended { old_bridge, .. } => {
+                fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
+            }
+            Transfer::Remote { far, .. } => fx.signal(far, LinkSignal::Failed),
+            _ => {}
         }
         self.end(fx)
     }
@@ -497,6 +714,23 @@ impl Call {
             (Transfer::Attended { newcomer, .. }, AriRequest::AddToBridge { channels, .. }) => {
                 channels.contains(newcomer)
             }
+            (Transfer::Remote { link, .. }, AriRequest::CreateChannel { channel, .. })
+            | (Transfer::Remote { link, .. }, AriRequest::Dial { channel, .. }) => channel == link,
+            (Transfer::Remote { link, .. }, AriRequest::AddToBridge { channels, .. }) => {
+                channels.contains(link)
+            }
+            (
+                Transfer::Linked {
+                    link: Some(link), ..
+                },
+                AriRequest::Answer { channel },
+            ) => channel == link,
+            (
+                Transfer::Linked {
+                    link: Some(link), ..
+                },
+                AriRequest::AddToBridge { channels, .. },
+            ) => channels.contains(link),
             _ => false,
         };
         match (transfer, concerns_target) {
@@ -507,6 +741,8 @@ impl Call {
                 self.blind_failed(cause, fx)
             }
             (Transfer::Attended { .. }, true) => self.attended_failed(true, fx),
+            (Transfer::Remote { .. }, true) => self.remote_failed(fx),
+            (Transfer::Linked { .. }, true) => self.linked_failed(fx),
             // A request from before the transfer (or a cleanup) failed: nothing to undo.
             _ => Flow::Continue,
         }

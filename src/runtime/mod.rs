@@ -82,6 +82,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         routes: config.routes.clone(),
         ring_timeout: config.ring_timeout,
         recall_transferer: config.recall_transferer,
+        trunks: config.trunks.clone(),
     });
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
     drive(engine, clients, node_rx, health, shutdown).await;

@@ -267,19 +267,35 @@ pub struct AppSettings {
     pub recall_transferer: bool,
     /// The node list as (name, url, username, password env var).
     pub nodes: Vec<(String, String, String, String)>,
+    /// `[[routes]]` as (match, dial), in order.
+    pub routes: Vec<(String, String)>,
+    /// Whether each node gets a trunk to every other one (the lab's endpoint `nodeM` reaches node M).
+    pub trunks: bool,
 }
 
 impl AppSettings {
     pub fn for_node(node: &Node) -> AppSettings {
+        AppSettings::for_nodes(&[node])
+    }
+
+    /// The app on several nodes, each with a trunk to every other one.
+    pub fn for_nodes(nodes: &[&Node]) -> AppSettings {
         AppSettings {
             ring_timeout_secs: 30.0,
             recall_transferer: true,
-            nodes: vec![(
-                node.name.clone(),
-                node.ari_url(),
-                ARI_USER.to_owned(),
-                "ARI_PASSWORD".to_owned(),
-            )],
+            nodes: nodes
+                .iter()
+                .map(|node| {
+                    (
+                        node.name.clone(),
+                        node.ari_url(),
+                        ARI_USER.to_owned(),
+                        "ARI_PASSWORD".to_owned(),
+                    )
+                })
+                .collect(),
+            routes: vec![("[a-z]+".to_owned(), "PJSIP/{exten}".to_owned())],
+            trunks: nodes.len() > 1,
         }
     }
 
@@ -287,14 +303,28 @@ impl AppSettings {
         let mut text = format!(
             "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [timeouts]\nring = {}\n\
-             [transfers]\nrecall_transferer = {}\n\
-             [[routes]]\nmatch = \"[a-z]+\"\ndial = \"PJSIP/{{exten}}\"\n",
+             [transfers]\nrecall_transferer = {}\n",
             self.ring_timeout_secs, self.recall_transferer
         );
+        for (pattern, dial) in &self.routes {
+            text.push_str(&format!(
+                "[[routes]]\nmatch = {pattern:?}\ndial = {dial:?}\n"
+            ));
+        }
         for (name, url, user, env) in &self.nodes {
             text.push_str(&format!(
                 "[[nodes]]\nname = \"{name}\"\nurl = \"{url}\"\nusername = \"{user}\"\npassword_env = \"{env}\"\n"
             ));
+            if self.trunks {
+                let peers: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|(peer, ..)| peer)
+                    .filter(|peer| *peer != name)
+                    .map(|peer| format!("{peer} = \"{peer}\""))
+                    .collect();
+                text.push_str(&format!("trunks = {{ {} }}\n", peers.join(", ")));
+            }
         }
         text
     }
@@ -525,4 +555,37 @@ impl Phone {
     pub fn trace_text(&self) -> String {
         std::fs::read_to_string(&self.trace).unwrap_or_default()
     }
+}
+
+/// What a transferring phone hears: NOTIFY 100 at once, then the outcome.
+pub fn notified(status: u16) -> Vec<String> {
+    vec!["100 active".to_owned(), format!("{status} terminated")]
+}
+
+/// The transferer `from`'s consult call to `to` on `node`, with a Call-ID and From tag the test chose;
+/// returns the phone and the Replaces parameters naming its dialog: (Call-ID with '@' escaped, to-tag,
+/// from-tag).
+pub async fn consult_call(
+    dir: &Path,
+    node: &Node,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> (Phone, String, String, String) {
+    let call_id = format!("{name}-{}@127.0.0.1", std::process::id());
+    let from_tag = format!("{name}-tag");
+    let consult = Phone::start(
+        dir,
+        node,
+        "xfer_uac_consult.xml",
+        to,
+        from,
+        free_udp_port(),
+        &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
+    );
+    wait_for_bridge(node, &[&format!("PJSIP/{from}-"), &format!("PJSIP/{to}-")]).await;
+    let channel = channel_with_call_id(node, &call_id).await;
+    let to_tag = ari_variable(node, &channel, "CHANNEL(pjsip,local_tag)").await;
+    assert!(!to_tag.is_empty());
+    (consult, call_id.replace('@', "%40"), to_tag, from_tag)
 }

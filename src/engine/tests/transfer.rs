@@ -5,14 +5,14 @@ use serde_json::{json, Value};
 use super::*;
 
 /// Call 1: CALLER (party 0) dialed bob, whose leg `t-1-b` (party 1) answered; bridge `t-1-bridge`.
-const TRANSFEREE: &str = "t-1-b";
-const BRIDGE1: &str = "t-1-bridge";
+pub(super) const TRANSFEREE: &str = "t-1-b";
+pub(super) const BRIDGE1: &str = "t-1-bridge";
 /// Call 2, the consult call: CONSULT (the transferer's second leg) dialed carol, `t-2-b` answered.
-const CONSULT: &str = "consult-leg";
-const CONSULTED: &str = "t-2-b";
-const BRIDGE2: &str = "t-2-bridge";
+pub(super) const CONSULT: &str = "consult-leg";
+pub(super) const CONSULTED: &str = "t-2-b";
+pub(super) const BRIDGE2: &str = "t-2-bridge";
 
-fn refer(source: &str, destination: &str) -> Value {
+pub(super) fn refer(source: &str, destination: &str) -> Value {
     let mut value: Value = serde_json::from_str(include_str!(
         "../../../tests/fixtures/captures/ChannelTransfer-blind.json"
     ))
@@ -28,7 +28,7 @@ fn blind_refer(source: &str, destination: &str) -> Input {
 
 /// An attended REFER on `source` whose Replaces names `replaced`'s dialog; `resolved` says whether
 /// Asterisk found that dialog itself (then it names the channel, else only the Call-ID and tags).
-fn attended_refer(source: &str, replaced: &str, resolved: bool) -> Input {
+pub(super) fn attended_refer(source: &str, replaced: &str, resolved: bool) -> Input {
     let mut value = refer(source, "carol");
     let destination = &mut value["refer_to"]["requested_destination"];
     destination["protocol_id"] = json!(format!("{replaced}@test"));
@@ -42,24 +42,24 @@ fn attended_refer(source: &str, replaced: &str, resolved: bool) -> Input {
     event(value)
 }
 
-fn stasis_end(id: &str) -> Input {
+pub(super) fn stasis_end(id: &str) -> Input {
     event(json!({"type": "StasisEnd", "channel": channel(id)}))
 }
 
-fn entered_bridge(bridge: &str, id: &str) -> Input {
+pub(super) fn entered_bridge(bridge: &str, id: &str) -> Input {
     event(
         json!({"type": "ChannelEnteredBridge", "bridge": {"id": bridge, "channels": []}, "channel": channel(id)}),
     )
 }
 
-fn progress(channel: &str, state: TransferProgress) -> AriRequest {
+pub(super) fn progress(channel: &str, state: TransferProgress) -> AriRequest {
     AriRequest::TransferProgress {
         channel: channel.into(),
         state,
     }
 }
 
-fn add(bridge: &str, channel: &str) -> AriRequest {
+pub(super) fn add(bridge: &str, channel: &str) -> AriRequest {
     AriRequest::AddToBridge {
         bridge: bridge.into(),
         channels: vec![channel.into()],
@@ -114,7 +114,7 @@ fn blind_pending(source: &str) -> Engine {
     engine
 }
 
-fn terminal_reports(outputs: &[Output]) -> Vec<AriRequest> {
+pub(super) fn terminal_reports(outputs: &[Output]) -> Vec<AriRequest> {
     requests(outputs)
         .into_iter()
         .filter(|r| matches!(r, AriRequest::TransferProgress { state, .. } if state.is_terminal()))

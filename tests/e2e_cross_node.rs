@@ -1,0 +1,214 @@
+//! Attended transfers across Asterisk nodes (A3, S1) end to end: two real Asterisk 22 instances of the lab
+//! joined by SIP trunks (endpoint `nodeM` on node N reaches node M), one app connected to both, SIPp
+//! phones. Each test asserts the NOTIFYs the transferring phone received, the bridges on both nodes over
+//! their own ARI (the link leg shows as `PJSIP/node2-…` on node1 and `PJSIP/node1-…` on node2), who was
+//! hung up, and that nothing of the app is left on either node.
+
+mod lab;
+
+use lab::{
+    ari_get, ari_variable, assert_nothing_left, consult_call, eventually, notified, scratch,
+    serial, wait_for_bridge, App, AppSettings, Node, Phone,
+};
+
+struct TwoNodes {
+    node1: Node,
+    node2: Node,
+    dir: std::path::PathBuf,
+}
+
+fn two_nodes(test: &str) -> TwoNodes {
+    TwoNodes {
+        node1: lab::node(1),
+        node2: lab::node(2),
+        dir: scratch(test),
+    }
+}
+
+impl TwoNodes {
+    async fn app(&self) -> App {
+        App::start(
+            &self.dir,
+            &AppSettings::for_nodes(&[&self.node1, &self.node2]),
+        )
+        .await
+    }
+
+    async fn nothing_left(&self) {
+        assert_nothing_left(&self.node1).await;
+        assert_nothing_left(&self.node2).await;
+    }
+}
+
+/// `-key`s for an attended REFER whose Replaces names the given dialog, expecting `status`.
+fn replaces<'a>(
+    target: &'a str,
+    (call_id, to_tag, from_tag): (&'a str, &'a str, &'a str),
+    status: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "-key",
+        "target",
+        target,
+        "-key",
+        "replaces_call_id",
+        call_id,
+        "-key",
+        "replaces_to_tag",
+        to_tag,
+        "-key",
+        "replaces_from_tag",
+        from_tag,
+        "-set",
+        "expect_status",
+        status,
+    ]
+}
+
+#[tokio::test]
+async fn a3_attended_transfer_across_nodes_refer_on_the_first_calls_node() {
+    let _lab = serial().await;
+    let lab = two_nodes("a3_refer_on_node1");
+    let _app = lab.app().await;
+
+    // bob (node1) is the transferee and hangs up 5 s after answering; carol (node2) the consulted party.
+    let carol = Phone::callee(&lab.dir, &lab.node2, "carol", "uas_answer.xml", &[]).await;
+    let bob = Phone::callee(
+        &lab.dir,
+        &lab.node1,
+        "bob",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "5000"],
+    )
+    .await;
+    let (consult, call_id, to_tag, from_tag) =
+        consult_call(&lab.dir, &lab.node2, "a3_node1", "alice", "carol").await;
+    let alice = Phone::caller(
+        &lab.dir,
+        &lab.node1,
+        "xfer_uac_attended.xml",
+        "bob",
+        &replaces("carol", (&call_id, &to_tag, &from_tag), "200"),
+    );
+
+    // The media path: bob and the link leg on node1, the link leg and carol on node2.
+    wait_for_bridge(&lab.node1, &["PJSIP/bob-", "PJSIP/node2-"]).await;
+    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
+    assert_eq!(
+        alice.finish().await,
+        notified(200),
+        "alice is told 200, then hung up"
+    );
+    consult.expect_success().await;
+    // bob hangs up; the link leg goes, and carol is hung up on node2 (her scenario expects the BYE).
+    bob.expect_success().await;
+    carol.expect_success().await;
+    lab.nothing_left().await;
+}
+
+#[tokio::test]
+async fn a3_attended_transfer_across_nodes_refer_on_the_consult_calls_node() {
+    let _lab = serial().await;
+    let lab = two_nodes("a3_refer_on_node2");
+    let _app = lab.app().await;
+
+    // The mirror: alice's held call is with bob on node1, her consult call with carol on node2, and her
+    // REFER comes on the consult call (node2), naming the node1 dialog. carol hangs up in the end.
+    let bob = Phone::callee(&lab.dir, &lab.node1, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(
+        &lab.dir,
+        &lab.node2,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "5000"],
+    )
+    .await;
+    let (held, call_id, to_tag, from_tag) =
+        consult_call(&lab.dir, &lab.node1, "a3_node2", "alice", "bob").await;
+    let alice = Phone::caller(
+        &lab.dir,
+        &lab.node2,
+        "xfer_uac_attended.xml",
+        "carol",
+        &replaces("bob", (&call_id, &to_tag, &from_tag), "200"),
+    );
+
+    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
+    wait_for_bridge(&lab.node1, &["PJSIP/bob-", "PJSIP/node2-"]).await;
+    assert_eq!(alice.finish().await, notified(200));
+    held.expect_success().await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+    lab.nothing_left().await;
+}
+
+#[tokio::test]
+async fn a3_a_replaces_naming_a_trunk_leg_gives_503_and_changes_nothing() {
+    let _lab = serial().await;
+    let lab = two_nodes("a3_trunk_leg");
+    let mut settings = AppSettings::for_nodes(&[&lab.node1, &lab.node2]);
+    // `remotecarol` on node1 is carol on node2, over the trunk.
+    settings.routes.insert(
+        0,
+        ("remote([a-z]+)".to_owned(), "PJSIP/{1}@node2".to_owned()),
+    );
+    let _app = App::start(&lab.dir, &settings).await;
+
+    // alice (node1) talks with carol (node2) through the trunk: its two legs share one Call-ID.
+    let carol = Phone::callee(&lab.dir, &lab.node2, "carol", "uas_answer.xml", &[]).await;
+    let alice = Phone::caller(
+        &lab.dir,
+        &lab.node1,
+        "uac_talk.xml",
+        "remotecarol",
+        &["-set", "hold_ms", "8000"],
+    );
+    wait_for_bridge(&lab.node1, &["PJSIP/alice-", "PJSIP/node2-"]).await;
+    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
+    let trunk_leg = eventually(
+        std::time::Duration::from_secs(5),
+        "node1's trunk leg",
+        || async {
+            let channels = ari_get(&lab.node1, "/channels").await;
+            channels.as_array()?.iter().find_map(|c| {
+                let name = c["name"].as_str()?;
+                name.starts_with("PJSIP/node2-").then(|| {
+                    (
+                        c["id"].as_str().unwrap_or_default().to_owned(),
+                        c["protocol_id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+            })
+        },
+    )
+    .await;
+    let (trunk_channel, trunk_call_id) = trunk_leg;
+    let to_tag = ari_variable(&lab.node1, &trunk_channel, "CHANNEL(pjsip,local_tag)").await;
+    let from_tag = ari_variable(&lab.node1, &trunk_channel, "CHANNEL(pjsip,remote_tag)").await;
+
+    // dave, talking with bob on node1, REFERs naming that trunk dialog with node1's tags: Asterisk
+    // resolves it to node1's trunk leg, which the app must not take for a phone's consult call.
+    let bob = Phone::callee(&lab.dir, &lab.node1, "bob", "uas_answer.xml", &[]).await;
+    let call_id = trunk_call_id.replace('@', "%40");
+    let mut keys = replaces("carol", (&call_id, &to_tag, &from_tag), "503");
+    keys.extend(["-set", "talk_after_ms", "1500"]);
+    let dave = Phone::start(
+        &lab.dir,
+        &lab.node1,
+        "xfer_uac_attended.xml",
+        "bob",
+        "dave",
+        lab::free_udp_port(),
+        &keys,
+    );
+    dave.wait_logged("TRANSFER result").await;
+    // Nothing changed: dave is still with bob, alice still with carol through the trunk.
+    wait_for_bridge(&lab.node1, &["PJSIP/bob-", "PJSIP/dave-"]).await;
+    wait_for_bridge(&lab.node1, &["PJSIP/alice-", "PJSIP/node2-"]).await;
+    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
+    assert_eq!(dave.finish().await, notified(503));
+    bob.expect_success().await;
+    alice.expect_success().await;
+    carol.expect_success().await;
+    lab.nothing_left().await;
+}
