@@ -39,7 +39,7 @@ fn every_capture_decodes() {
             count += 1;
         }
     }
-    assert_eq!(count, 15);
+    assert_eq!(count, 21);
 }
 
 #[test]
@@ -169,4 +169,35 @@ fn unknown_types_and_fields_are_tolerated_and_bad_input_is_an_error() {
         missing.starts_with("StasisEnd event has an unexpected shape"),
         "{missing}"
     );
+}
+
+#[test]
+fn a_cross_node_refer_carries_only_the_call_id_and_tags() {
+    let t = transfer("ChannelTransfer-cross-node.json");
+    let destination = &t.refer_to.requested_destination;
+    assert!(destination.protocol_id.is_some());
+    assert_eq!(destination.additional_protocol_params.len(), 2);
+    assert!(t.refer_to.destination_channel.is_none());
+}
+
+#[test]
+fn trunk_legs_are_named_after_the_peer_node() {
+    // The leg the app created towards node5, and the same call arriving on node5 from node4.
+    for (name, endpoint) in [
+        ("StasisStart-trunk-leg-created.json", "PJSIP/node5"),
+        ("StasisStart-from-node.json", "PJSIP/node4"),
+    ] {
+        let Event::StasisStart(start) = capture(name) else {
+            panic!("{name} is not a StasisStart");
+        };
+        assert_eq!(
+            start.channel.endpoint().as_deref(),
+            Some(endpoint),
+            "{name}"
+        );
+    }
+    // A Replaces naming a trunk dialog with this node's tags: Asterisk resolves it to the trunk leg.
+    let t = transfer("ChannelTransfer-replaces-trunk-leg.json");
+    let resolved = t.refer_to.destination_channel.expect("resolved");
+    assert_eq!(resolved.endpoint().as_deref(), Some("PJSIP/node5"));
 }
