@@ -42,6 +42,7 @@ fn new_engine() -> Engine {
         ring_timeout: 30_000,
         recall_transferer: true,
         trunks: Vec::new(),
+        metaflows: Default::default(),
     })
 }
 

@@ -112,6 +112,7 @@ impl World {
             ring_timeout: RING_TIMEOUT,
             recall_transferer: true,
             trunks: Vec::new(),
+            metaflows: Default::default(),
         });
         World {
             engine,
@@ -201,7 +202,9 @@ impl World {
                 None
             }
             AriRequest::DestroyBridge { bridge } => missing(self.bridges.remove(bridge)),
-            AriRequest::AddToBridge { bridge, channels } => {
+            AriRequest::AddToBridge {
+                bridge, channels, ..
+            } => {
                 if !self.bridges.contains(bridge) || !channels.iter().all(|c| self.alive(c)) {
                     return Some(422);
                 }
@@ -213,6 +216,10 @@ impl World {
             AriRequest::RemoveFromBridge { bridge, .. } => missing(self.bridges.contains(bridge)),
             AriRequest::PlayOnBridge { bridge, .. } => missing(self.bridges.contains(bridge)),
             AriRequest::StopPlayback { .. } => None,
+            AriRequest::PlayOnChannel { channel, .. }
+            | AriRequest::StartMoh { channel, .. }
+            | AriRequest::StopMoh { channel }
+            | AriRequest::SendDtmf { channel, .. } => missing(self.alive(channel)),
             AriRequest::CreateChannel { channel: id, .. } => {
                 self.channels.insert(
                     id.clone(),

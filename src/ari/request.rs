@@ -76,10 +76,12 @@ pub enum AriRequest {
     DestroyBridge {
         bridge: String,
     },
-    /// Adds (or moves, from another Stasis bridge) channels into a bridge.
+    /// Adds (or moves, from another Stasis bridge) channels into a bridge. With `absorb_dtmf` the digits
+    /// they send reach the app (ChannelDtmfReceived) but not the others in the bridge.
     AddToBridge {
         bridge: String,
         channels: Vec<String>,
+        absorb_dtmf: bool,
     },
     RemoveFromBridge {
         bridge: String,
@@ -93,6 +95,25 @@ pub enum AriRequest {
     },
     StopPlayback {
         playback: String,
+    },
+    /// Plays `media` to one channel, as playback `playback`.
+    PlayOnChannel {
+        channel: String,
+        playback: String,
+        media: String,
+    },
+    /// Starts music on hold on a channel (`class`, else the default class).
+    StartMoh {
+        channel: String,
+        class: Option<String>,
+    },
+    StopMoh {
+        channel: String,
+    },
+    /// Sends DTMF digits to a channel (passing on digits the app absorbed but does not use).
+    SendDtmf {
+        channel: String,
+        dtmf: String,
     },
     /// `POST /channels/create`: a channel in the Stasis app, not dialed yet, with the app arguments
     /// `app_args` and channel variables (functions such as `PJSIP_TRANSFER_HANDLING()` included).
@@ -163,7 +184,11 @@ impl AriRequest {
             | AriRequest::Answer { channel }
             | AriRequest::Hangup { channel, .. }
             | AriRequest::SetVariable { channel, .. }
-            | AriRequest::TransferProgress { channel, .. } => channel,
+            | AriRequest::TransferProgress { channel, .. }
+            | AriRequest::PlayOnChannel { channel, .. }
+            | AriRequest::StartMoh { channel, .. }
+            | AriRequest::StopMoh { channel }
+            | AriRequest::SendDtmf { channel, .. } => channel,
         }
     }
 
@@ -174,6 +199,7 @@ impl AriRequest {
             AriRequest::DestroyBridge { .. }
                 | AriRequest::Hangup { .. }
                 | AriRequest::StopPlayback { .. }
+                | AriRequest::StopMoh { .. }
         )
     }
 
@@ -204,11 +230,17 @@ impl AriRequest {
             AriRequest::DestroyBridge { bridge } => {
                 call(Method::Delete, format!("/bridges/{bridge}"), vec![])
             }
-            AriRequest::AddToBridge { bridge, channels } => call(
-                Method::Post,
-                format!("/bridges/{bridge}/addChannel"),
-                vec![("channel", channels.join(","))],
-            ),
+            AriRequest::AddToBridge {
+                bridge,
+                channels,
+                absorb_dtmf,
+            } => {
+                let mut query = vec![("channel", channels.join(","))];
+                if *absorb_dtmf {
+                    query.push(("absorbDTMF", "true".to_owned()));
+                }
+                call(Method::Post, format!("/bridges/{bridge}/addChannel"), query)
+            }
             AriRequest::RemoveFromBridge { bridge, channels } => call(
                 Method::Post,
                 format!("/bridges/{bridge}/removeChannel"),
@@ -226,6 +258,28 @@ impl AriRequest {
             AriRequest::StopPlayback { playback } => {
                 call(Method::Delete, format!("/playbacks/{playback}"), vec![])
             }
+            AriRequest::PlayOnChannel {
+                channel,
+                playback,
+                media,
+            } => call(
+                Method::Post,
+                format!("/channels/{channel}/play/{playback}"),
+                vec![("media", media.clone())],
+            ),
+            AriRequest::StartMoh { channel, class } => call(
+                Method::Post,
+                format!("/channels/{channel}/moh"),
+                class.iter().map(|c| ("mohClass", c.clone())).collect(),
+            ),
+            AriRequest::StopMoh { channel } => {
+                call(Method::Delete, format!("/channels/{channel}/moh"), vec![])
+            }
+            AriRequest::SendDtmf { channel, dtmf } => call(
+                Method::Post,
+                format!("/channels/{channel}/dtmf"),
+                vec![("dtmf", dtmf.clone())],
+            ),
             AriRequest::CreateChannel {
                 channel,
                 endpoint,
@@ -339,6 +393,37 @@ mod tests {
         assert_eq!(http.query, vec![("states", "channel_unavailable".into())]);
         assert_eq!(TransferProgress::Unavailable.sip_status(), 503);
         assert!(!TransferProgress::Progress.is_terminal());
+    }
+
+    #[test]
+    fn feature_code_requests_absorb_dtmf_hold_and_pass_digits_on() {
+        let add = AriRequest::AddToBridge {
+            bridge: "b".into(),
+            channels: vec!["c1".into(), "c2".into()],
+            absorb_dtmf: true,
+        }
+        .to_http("app");
+        assert_eq!(
+            add.query,
+            vec![("channel", "c1,c2".into()), ("absorbDTMF", "true".into())]
+        );
+        let moh = AriRequest::StartMoh {
+            channel: "c".into(),
+            class: Some("jazz".into()),
+        }
+        .to_http("app");
+        assert_eq!(moh.path, "/channels/c/moh");
+        assert_eq!(moh.query, vec![("mohClass", "jazz".into())]);
+        let dtmf = AriRequest::SendDtmf {
+            channel: "c".into(),
+            dtmf: "5".into(),
+        }
+        .to_http("app");
+        assert_eq!(dtmf.path, "/channels/c/dtmf");
+        assert!(AriRequest::StopMoh {
+            channel: "c".into()
+        }
+        .done_if_missing());
     }
 
     #[test]

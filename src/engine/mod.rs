@@ -6,6 +6,8 @@
 //! No sockets, no clock, no tasks, no locks: a scenario is a unit test that feeds events and reads requests.
 
 mod index;
+mod konami;
+pub mod metaflow;
 mod routing;
 mod timers;
 mod transfer;
@@ -20,6 +22,7 @@ use crate::ari::models::{Bridge, Channel, ChannelTransfer, Event};
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
 use index::ChannelIndex;
+use metaflow::Metaflows;
 pub use routing::CallPhase;
 use routing::{Call, Flow, Leg};
 use timers::{TimerKind, Timers};
@@ -154,6 +157,34 @@ pub struct EngineConfig {
     pub recall_transferer: bool,
     /// The trunks between nodes, for attended transfers whose two calls are on different nodes (A3).
     pub trunks: Vec<Trunk>,
+    /// In-call feature codes (D1–D7).
+    pub metaflows: MetaflowConfig,
+}
+
+/// Which feature codes a call has: those of its caller's endpoint, else the default ones, else none.
+#[derive(Debug, Clone, Default)]
+pub struct MetaflowConfig {
+    pub default: Option<Arc<Metaflows>>,
+    /// By PJSIP endpoint name (`alice` for `PJSIP/alice-00000001`).
+    pub endpoints: HashMap<String, Arc<Metaflows>>,
+}
+
+impl MetaflowConfig {
+    fn for_caller(&self, caller: &Channel) -> Option<Arc<Metaflows>> {
+        caller
+            .endpoint()
+            .and_then(|e| self.endpoints.get(e.trim_start_matches("PJSIP/")))
+            .or(self.default.as_ref())
+            .cloned()
+    }
+}
+
+/// The dial string for `exten` by the first route that matches it.
+pub(crate) fn route(config: &EngineConfig, exten: &str) -> Option<String> {
+    config
+        .routes
+        .iter()
+        .find_map(|route| route.dial_string(exten))
 }
 
 /// One input to the engine.
@@ -312,6 +343,8 @@ impl Engine {
             self.with_call(now, call, &mut out, |call, fx| match kind {
                 TimerKind::RingTimeout => call.on_ring_timeout(fx),
                 TimerKind::ReleaseTransferer => call.release_transferer(fx),
+                TimerKind::Digits(party) => call.on_digits_timeout(party, fx),
+                TimerKind::RecallDelay => call.on_recall_pause_over(fx),
             });
         }
         out
@@ -394,13 +427,8 @@ impl Engine {
         };
         let key = self.new_key();
         let base = format!("{}-{}", self.config.instance, key.0);
-        let call = Call::new(
-            key,
-            node.clone(),
-            channel,
-            format!("{base}-b"),
-            format!("{base}-bridge"),
-        );
+        let metaflows = self.config.metaflows.for_caller(channel);
+        let call = Call::new(key, node.clone(), channel, base, metaflows);
         tracing::info!(call = %key, caller = %channel.id, exten, %dial, "routing call");
         for leg in call.channels() {
             self.index.insert(&node, &leg, key);
@@ -661,10 +689,7 @@ impl Engine {
     }
 
     fn route(&self, exten: &str) -> Option<String> {
-        self.config
-            .routes
-            .iter()
-            .find_map(|route| route.dial_string(exten))
+        route(&self.config, exten)
     }
 
     /// After a (re)connect: a call whose channels vanished while the websocket was down is ended as if

@@ -24,9 +24,13 @@
 //! | any       | a best-effort request failed           | nothing (transfer mode, progress reports, ring tone, moves) |
 //! | any       | a hangup or bridge removal failed 404  | nothing: it is already gone                                 |
 
+use std::sync::Arc;
+
 use crate::ari::models::{Channel, Event};
 use crate::ari::request::{AriRequest, HangupCause};
 
+use super::konami::{Konami, KonamiPlan};
+use super::metaflow::{Collector, Metaflows, Module, Press};
 use super::timers::{TimerKind, Timers};
 use super::transfer::Transfer;
 use super::{CallKey, Effects, Millis, NodeName, DIALED_LEG_ARG, TRANSFER_HANDLING_VAR};
@@ -37,6 +41,8 @@ pub enum CallPhase {
     Dialing,
     Connected,
     Transferring,
+    /// Three parties in one bridge, after a feature-code three-way.
+    Threeway,
 }
 
 /// What a channel is to its call.
@@ -72,6 +78,12 @@ pub(super) enum Phase {
     },
     Connected,
     Transferring(Transfer),
+    /// A feature-code transfer (see konami.rs).
+    Konami(Box<Konami>),
+    /// A third party joined the call's bridge (a feature-code three-way).
+    Threeway {
+        third: String,
+    },
 }
 
 /// A two-party call.
@@ -85,21 +97,31 @@ pub struct Call {
     pub(super) phase: Phase,
     /// A transferer leg told 200, and when it is hung up if its phone has not hung up by then.
     pub(super) departing: Option<(String, Millis)>,
+    /// The ids of channels and bridges the call creates begin with this.
+    base: String,
+    serial: u32,
+    /// The call's feature codes, if it has any.
+    pub(super) metaflows: Option<Arc<Metaflows>>,
+    /// The feature-code digits each party is pressing, and its endpoint (to call it back).
+    collectors: [Collector; 2],
+    endpoints: [Option<String>; 2],
 }
 
 impl Call {
+    /// A call from `caller`; `base` begins the ids of what the call creates (its callee's channel, its
+    /// bridge, ...).
     pub fn new(
         key: CallKey,
         node: NodeName,
         caller: &Channel,
-        callee: String,
-        bridge: String,
+        base: String,
+        metaflows: Option<Arc<Metaflows>>,
     ) -> Call {
         Call {
             key,
             node,
-            parties: [caller.id.clone(), callee],
-            bridge,
+            parties: [caller.id.clone(), format!("{base}-b")],
+            bridge: format!("{base}-bridge"),
             caller_is_pjsip: caller.technology() == "PJSIP",
             phase: Phase::Dialing {
                 ring_deadline: 0,
@@ -107,14 +129,26 @@ impl Call {
                 dialed: false,
             },
             departing: None,
+            base,
+            serial: 0,
+            metaflows,
+            collectors: Default::default(),
+            endpoints: [caller.endpoint(), None],
         }
+    }
+
+    /// A fresh prefix for the ids of a transfer's channels and bridges.
+    pub(super) fn new_ids(&mut self) -> String {
+        self.serial += 1;
+        format!("{}-f{}", self.base, self.serial)
     }
 
     pub fn phase(&self) -> CallPhase {
         match self.phase {
             Phase::Dialing { .. } => CallPhase::Dialing,
             Phase::Connected => CallPhase::Connected,
-            Phase::Transferring(_) => CallPhase::Transferring,
+            Phase::Transferring(_) | Phase::Konami(_) => CallPhase::Transferring,
+            Phase::Threeway { .. } => CallPhase::Threeway,
         }
     }
 
@@ -134,8 +168,11 @@ impl Call {
     /// Every channel of this call, to index them.
     pub fn channels(&self) -> Vec<String> {
         let mut channels = self.parties.to_vec();
-        if let Phase::Transferring(transfer) = &self.phase {
-            channels.extend(transfer.channels());
+        match &self.phase {
+            Phase::Transferring(transfer) => channels.extend(transfer.channels()),
+            Phase::Konami(konami) => channels.extend(konami.channels()),
+            Phase::Threeway { third } => channels.push(third.clone()),
+            Phase::Dialing { .. } | Phase::Connected => {}
         }
         channels.extend(self.departing.iter().map(|(channel, _)| channel.clone()));
         channels
@@ -150,7 +187,9 @@ impl Call {
         }
         match &self.phase {
             Phase::Transferring(transfer) => transfer.leg_of(channel),
-            _ => None,
+            Phase::Konami(konami) => konami.leg_of(channel),
+            Phase::Threeway { third } => (third == channel).then_some(Leg::Target),
+            Phase::Dialing { .. } | Phase::Connected => None,
         }
     }
 
@@ -249,6 +288,10 @@ impl Call {
                 Some(transferee) => transferee,
                 None => return Flow::Continue,
             },
+            (Phase::Konami(konami), Leg::Target) => match konami.dial_once() {
+                Some(party) => party,
+                None => return Flow::Continue,
+            },
             _ => return Flow::Continue,
         };
         self.dial(channel, on_behalf_of, fx);
@@ -270,6 +313,13 @@ impl Call {
             Event::ChannelEnteredBridge(e) if e.bridge.id == self.bridge && leg == Leg::Target => {
                 self.on_target_joined(fx)
             }
+            Event::ChannelDtmfReceived(e) => match (leg, e.digit.chars().next()) {
+                (Leg::Party(party), Some(digit)) => {
+                    self.endpoints[party] = e.channel.endpoint();
+                    self.on_dtmf(party, digit, fx)
+                }
+                _ => Flow::Continue,
+            },
             Event::ChannelHangupRequest(e) => self.on_leg_gone(leg, e.cause.unwrap_or(0), fx),
             Event::ChannelDestroyed(e) => self.on_leg_gone(leg, e.cause, fx),
             Event::StasisEnd(_) => self.on_leg_gone(leg, 0, fx),
@@ -281,6 +331,7 @@ impl Call {
         match (&self.phase, leg) {
             (Phase::Dialing { .. }, Leg::Party(1)) => self.on_callee_answered(fx),
             (Phase::Transferring(_), Leg::Target) => self.on_target_answered(fx),
+            (Phase::Konami(_), Leg::Target) => self.on_konami_answered(fx),
             _ => Flow::Continue,
         }
     }
@@ -314,13 +365,7 @@ impl Call {
                 name: self.key.to_string(),
             },
         );
-        fx.request(
-            self,
-            AriRequest::AddToBridge {
-                bridge: self.bridge.clone(),
-                channels: self.parties.to_vec(),
-            },
-        );
+        self.add_to_bridge(self.bridge.clone(), self.parties.to_vec(), fx);
         Flow::Continue
     }
 
@@ -335,6 +380,8 @@ impl Call {
         }
         match (&self.phase, leg) {
             (Phase::Transferring(_), leg) => self.on_leg_gone_in_transfer(leg, cause, fx),
+            (Phase::Konami(_), leg) => self.on_leg_gone_in_konami(leg, cause, fx),
+            (Phase::Threeway { .. }, leg) => self.on_leg_gone_in_threeway(leg),
             (Phase::Dialing { failure, .. }, Leg::Party(1)) => {
                 let cause = match cause {
                     0 | 16 => failure.unwrap_or(HangupCause::NORMAL_CLEARING),
@@ -364,7 +411,83 @@ impl Call {
                 self.end(fx)
             }
             Phase::Transferring(_) => self.on_target_ring_timeout(fx),
-            Phase::Connected => Flow::Continue,
+            Phase::Konami(_) => self.on_konami_ring_timeout(fx),
+            Phase::Connected | Phase::Threeway { .. } => Flow::Continue,
+        }
+    }
+
+    /// A digit from party `party`: a feature code's, passed on, or (during a feature-code transfer, from its
+    /// transferor) a consultation code's.
+    fn on_dtmf(&mut self, party: usize, digit: char, fx: &mut Effects) -> Flow {
+        let Some(flows) = self.metaflows.clone() else {
+            return Flow::Continue;
+        };
+        match &self.phase {
+            Phase::Connected if flows.listen_on.listens(party) => {
+                let before = self.collectors[party].deadline();
+                match self.collectors[party].press(digit, fx.now, &flows) {
+                    Press::PassOn => self.pass_on(party, digit, fx),
+                    Press::Collecting { deadline } => {
+                        if let Some(at) = before {
+                            fx.timers.cancel(at, self.key, TimerKind::Digits(party));
+                        }
+                        fx.timers.arm(deadline, self.key, TimerKind::Digits(party));
+                    }
+                }
+                Flow::Continue
+            }
+            Phase::Connected => {
+                self.pass_on(party, digit, fx);
+                Flow::Continue
+            }
+            Phase::Konami(_) => self.on_konami_digit_from(party, digit, fx),
+            _ => Flow::Continue,
+        }
+    }
+
+    /// A digit the app absorbed that is no feature code goes on to the other party.
+    fn pass_on(&self, party: usize, digit: char, fx: &mut Effects) {
+        fx.request(
+            self,
+            AriRequest::SendDtmf {
+                channel: self.other_party(party).to_owned(),
+                dtmf: digit.to_string(),
+            },
+        );
+    }
+
+    /// Party `party` pressed no digit for the inter-digit timeout: its feature code is looked up and run.
+    pub fn on_digits_timeout(&mut self, party: usize, fx: &mut Effects) -> Flow {
+        let Some(digits) = self.collectors[party].expire() else {
+            return Flow::Continue;
+        };
+        let Some(flows) = self.metaflows.clone() else {
+            return Flow::Continue;
+        };
+        if !matches!(self.phase, Phase::Connected) {
+            return Flow::Continue;
+        }
+        match flows.lookup(&digits) {
+            Some(matched) => match matched.module {
+                Module::Transfer(flow) => {
+                    let plan = KonamiPlan {
+                        transferor: party,
+                        exten: matched.capture,
+                        flow,
+                        resume_dtmf: flows.resume_dtmf(),
+                        recall: self.endpoints[party].clone(),
+                    };
+                    self.start_konami(plan, fx)
+                }
+                Module::Resume => {
+                    tracing::info!(call = %self.key, "resume: no transfer to resume");
+                    Flow::Continue
+                }
+            },
+            None => {
+                tracing::info!(call = %self.key, %digits, "no feature code for these digits");
+                Flow::Continue
+            }
         }
     }
 
@@ -381,9 +504,16 @@ impl Call {
             | AriRequest::TransferProgress { .. }
             | AriRequest::RemoveFromBridge { .. }
             | AriRequest::PlayOnBridge { .. }
-            | AriRequest::StopPlayback { .. } => return Flow::Continue,
+            | AriRequest::PlayOnChannel { .. }
+            | AriRequest::StopPlayback { .. }
+            | AriRequest::StartMoh { .. }
+            | AriRequest::StopMoh { .. }
+            | AriRequest::SendDtmf { .. } => return Flow::Continue,
             _ if matches!(self.phase, Phase::Transferring(_)) => {
                 return self.on_request_failed_in_transfer(request, fx);
+            }
+            _ if matches!(self.phase, Phase::Konami(_)) => {
+                return self.on_request_failed_in_konami(request, fx);
             }
             // Asterisk could not create a channel for the dial string: it names no endpoint, or one with
             // no contact (both answer 500 "Allocation failed"). The caller hears 404.
@@ -394,6 +524,20 @@ impl Call {
         self.hang_up(1, cause, fx);
         self.hang_up(0, cause, fx);
         self.end(fx)
+    }
+
+    /// Adds (or moves) channels into a bridge; on a call with feature codes their DTMF is absorbed (the
+    /// engine passes on what is not a feature code).
+    pub(super) fn add_to_bridge(&self, bridge: String, channels: Vec<String>, fx: &mut Effects) {
+        let absorb_dtmf = self.metaflows.is_some();
+        fx.request(
+            self,
+            AriRequest::AddToBridge {
+                bridge,
+                channels,
+                absorb_dtmf,
+            },
+        );
     }
 
     pub(super) fn hang_up(&self, party: usize, cause: HangupCause, fx: &mut Effects) {
@@ -419,12 +563,18 @@ impl Call {
         if let Some((_, at)) = &self.departing {
             timers.cancel(*at, self.key, TimerKind::ReleaseTransferer);
         }
+        for (party, collector) in self.collectors.iter().enumerate() {
+            if let Some(at) = collector.deadline() {
+                timers.cancel(at, self.key, TimerKind::Digits(party));
+            }
+        }
         match &self.phase {
             Phase::Dialing { ring_deadline, .. } => {
                 timers.cancel(*ring_deadline, self.key, TimerKind::RingTimeout)
             }
             Phase::Transferring(transfer) => transfer.cancel_timer(self.key, timers),
-            Phase::Connected => {}
+            Phase::Konami(konami) => konami.cancel_timer(self.key, timers),
+            Phase::Connected | Phase::Threeway { .. } => {}
         }
     }
 }

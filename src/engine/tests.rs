@@ -1,6 +1,7 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
 mod cross_node;
+mod konami;
 mod transfer;
 
 use serde_json::{json, Value};
@@ -17,6 +18,7 @@ fn engine() -> Engine {
         ring_timeout: 30_000,
         recall_transferer: true,
         trunks: Vec::new(),
+        metaflows: Default::default(),
     })
 }
 
@@ -182,7 +184,8 @@ fn r1_answer_bridges_both_legs_in_a_dtmf_events_bridge() {
             },
             AriRequest::AddToBridge {
                 bridge: "t-1-bridge".into(),
-                channels: vec![CALLER.into(), callee.clone()]
+                channels: vec![CALLER.into(), callee.clone()],
+                absorb_dtmf: false,
             },
         ]
     );
@@ -322,6 +325,7 @@ fn a_failed_bridge_request_releases_both_legs_and_the_bridge() {
     let add = AriRequest::AddToBridge {
         bridge: "t-1-bridge".into(),
         channels: vec![],
+        absorb_dtmf: false,
     };
     let out = engine.handle(
         200,

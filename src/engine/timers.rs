@@ -12,6 +12,10 @@ pub enum TimerKind {
     RingTimeout,
     /// A transferer whose transfer succeeded did not hang up by itself.
     ReleaseTransferer,
+    /// No digit came from party N for the inter-digit timeout: its feature code is complete.
+    Digits(usize),
+    /// The pause before a feature-code transfer calls its transferor back is over.
+    RecallDelay,
 }
 
 #[derive(Debug, Default)]

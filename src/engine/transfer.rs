@@ -253,7 +253,14 @@ impl Call {
 
     /// Creates the plan's target (dialed once it is in the app) and waits for it, with a ring timeout.
     fn ring_target(&mut self, plan: BlindPlan, source_gone: bool, fx: &mut Effects) {
-        let ring_deadline = self.ring(plan.target.clone(), &plan.dial, 1 - plan.source, fx);
+        let timeout = fx.config.ring_timeout;
+        let ring_deadline = self.ring(
+            plan.target.clone(),
+            &plan.dial,
+            1 - plan.source,
+            timeout,
+            fx,
+        );
         self.phase = Phase::Transferring(Transfer::Blind {
             source: plan.source,
             target: plan.target,
@@ -266,9 +273,17 @@ impl Call {
         });
     }
 
-    /// Creates `channel` towards `dial` for party `on_behalf_of`, with a ring timeout; gives its deadline.
-    fn ring(&self, channel: String, dial: &str, on_behalf_of: usize, fx: &mut Effects) -> Millis {
-        let ring_deadline = fx.now + fx.config.ring_timeout;
+    /// Creates `channel` towards `dial` for party `on_behalf_of`, ringing at most `timeout`; gives the
+    /// deadline.
+    pub(super) fn ring(
+        &self,
+        channel: String,
+        dial: &str,
+        on_behalf_of: usize,
+        timeout: Millis,
+        fx: &mut Effects,
+    ) -> Millis {
+        let ring_deadline = fx.now + timeout;
         fx.timers
             .arm(ring_deadline, self.key, TimerKind::RingTimeout);
         self.create(channel, dial, on_behalf_of, fx);
@@ -286,7 +301,8 @@ impl Call {
         fx: &mut Effects,
     ) {
         tracing::info!(call = %self.key, %link, %dial, consult_call = %far, "attended transfer across nodes");
-        let ring_deadline = self.ring(link.clone(), dial, 1 - source, fx);
+        let timeout = fx.config.ring_timeout;
+        let ring_deadline = self.ring(link.clone(), dial, 1 - source, timeout, fx);
         self.phase = Phase::Transferring(Transfer::Remote {
             source,
             link,
@@ -324,13 +340,7 @@ impl Call {
                 channel: channel.clone(),
             },
         );
-        fx.request(
-            self,
-            AriRequest::AddToBridge {
-                bridge: self.bridge.clone(),
-                channels: vec![channel],
-            },
-        );
+        self.add_to_bridge(self.bridge.clone(), vec![channel], fx);
         true
     }
 
@@ -400,13 +410,7 @@ impl Call {
         fx: &mut Effects,
     ) {
         tracing::info!(call = %self.key, %newcomer, %replaced, "attended transfer");
-        fx.request(
-            self,
-            AriRequest::AddToBridge {
-                bridge: self.bridge.clone(),
-                channels: vec![newcomer.clone()],
-            },
-        );
+        self.add_to_bridge(self.bridge.clone(), vec![newcomer.clone()], fx);
         self.phase = Phase::Transferring(Transfer::Attended {
             source,
             replaced,
@@ -489,13 +493,7 @@ impl Call {
         if let Phase::Transferring(Transfer::Remote { link, answered, .. }) = &mut self.phase {
             if !std::mem::replace(answered, true) {
                 let link = link.clone();
-                fx.request(
-                    self,
-                    AriRequest::AddToBridge {
-                        bridge: self.bridge.clone(),
-                        channels: vec![link],
-                    },
-                );
+                self.add_to_bridge(self.bridge.clone(), vec![link], fx);
             }
             return Flow::Continue;
         }
@@ -510,13 +508,7 @@ impl Call {
             return Flow::Continue;
         };
         fx.request(self, AriRequest::StopPlayback { playback: ringback });
-        fx.request(
-            self,
-            AriRequest::AddToBridge {
-                bridge: self.bridge.clone(),
-                channels: vec![target.clone()],
-            },
-        );
+        self.add_to_bridge(self.bridge.clone(), vec![target.clone()], fx);
         self.complete_transfer(source, target, !source_gone, fx);
         Flow::Continue
     }
@@ -607,13 +599,7 @@ impl Call {
             return self.end(fx);
         }
         fx.request(self, AriRequest::StopPlayback { playback: ringback });
-        fx.request(
-            self,
-            AriRequest::AddToBridge {
-                bridge: self.bridge.clone(),
-                channels: vec![self.party(source).to_owned()],
-            },
-        );
+        self.add_to_bridge(self.bridge.clone(), vec![self.party(source).to_owned()], fx);
         self.report(source, failure_report(cause), fx);
         Flow::Continue
     }

@@ -63,6 +63,7 @@ pub(super) fn add(bridge: &str, channel: &str) -> AriRequest {
     AriRequest::AddToBridge {
         bridge: bridge.into(),
         channels: vec![channel.into()],
+        absorb_dtmf: false,
     }
 }
 
