@@ -2,12 +2,13 @@
 //! with the app (ari-only transfer handling) and without it (Asterisk's own, core-mode transfers).
 //!
 //! `cargo bench --bench transfers` (add `-- N` for another number of transfers of each kind; default 20).
-//! Numbers, never pass/fail. Needs root and the lab (`scripts/lab`): it (re)starts lab node 3 with the
-//! lab-only overlay `tests/lab/bench/` (`ARI_TRANSFER_LAB_OVERLAY`), so it never touches the nodes 1 and 2
-//! of the end-to-end tests, and stops node 3 at the end.
+//! Numbers, never pass/fail. Needs root and the lab (`scripts/lab`): it (re)starts lab nodes 3 and 4 with
+//! the lab-only overlay `tests/lab/bench/` (`ARI_TRANSFER_LAB_OVERLAY`), so it never touches the nodes 1
+//! and 2 of the end-to-end tests, and stops nodes 3 and 4 at the end.
 //!
 //! * ari-only: phones alice, bob and carol of the shipped config (`from-phones`, every leg `ari-only`); the
-//!   real `ari-transfer` binary connects the calls and executes the REFERs.
+//!   real `ari-transfer` binary connects the calls and executes the REFERs. It is connected to nodes 3 and
+//!   4, with a trunk from each to the other (the lab's endpoints `node4` on node 3 and `node3` on node 4).
 //! * core: phones core-alice, core-bob and core-carol of the overlay, context `core-transfers`: calls
 //!   connected by plain `Dial(PJSIP/${EXTEN})`, no Stasis, no `PJSIP_TRANSFER_HANDLING()`: Asterisk
 //!   executes the REFERs itself (native blind and attended transfers). The app is not running then. Asterisk
@@ -15,14 +16,18 @@
 //!   `tests/lab/bench/xfer_uac_then_bye.xml` (the e2e scenario, plus its own BYE after the final NOTIFY).
 //!
 //! The scenarios are the end-to-end tests' (`tests/e2e_transfer.rs`): attended = A1 (alice's consult call to
-//! carol, alice's call to bob, REFER with Replaces on the call to bob), blind = B1 (alice calls bob, REFERs him
-//! to carol, who answers). The latency of one transfer is read from the transferring phone's SIPp
+//! carol, alice's call to bob, REFER with Replaces on the call to bob), blind = B1 (alice calls bob, REFERs
+//! him to carol, who answers), both on node 3; across = A3 (`tests/e2e_cross_node.rs`), the attended transfer
+//! across nodes: carol is on node 4, and so is alice's consult call to her; bob and alice's call to him are
+//! on node 3, where the REFER comes; the app joins bob and carol through a link leg over the trunk. There is
+//! no core-mode counterpart of A3: Asterisk's own cross-node transfer needs an `external_replaces` dialplan,
+//! which the lab does not have. The latency of one transfer is read from the transferring phone's SIPp
 //! `-trace_msg` file: from the timestamp of the REFER it sent to that of the first NOTIFY it received with
 //! `Subscription-State: terminated`. Transfers run one after another, each phone on a fresh UDP port; after
-//! each one, no channel and no bridge may be left in the node (otherwise the bench reports it and stops). A
-//! failed transfer is counted and reported, and the bench goes on. When Asterisk stops answering (it crashed),
-//! its logs are kept, node 3 is started again and the bench goes on; after 3 crashes it stops. Each kind and
-//! mode starts with one warm-up transfer that is not counted.
+//! each one, no channel and no bridge may be left in either node (otherwise the bench reports it and stops).
+//! A failed transfer is counted and reported, and the bench goes on. When an Asterisk stops answering (it
+//! crashed), its logs are kept, its node is started again and the bench goes on; after 3 crashes it stops.
+//! Each kind and mode starts with one warm-up transfer that is not counted.
 //!
 //! The app's CPU time: utime+stime of its process (`/proc/PID/stat`) before and after the counted ari-only
 //! transfers of a kind, divided by their number (it covers the whole scenario: both calls set up, the
@@ -39,13 +44,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use lab::{
-    ari_get, ari_variable, channel_with_call_id, free_tcp_port, free_udp_port, scratch,
-    wait_application_free, wait_for_bridge, Node, Phone, ARI_PASSWORD, ARI_USER,
+    ari_get, consult_call, free_tcp_port, free_udp_port, scratch, wait_application_free,
+    AppSettings, Node, Phone, ARI_PASSWORD, ARI_USER,
 };
 
-/// The lab node of this benchmark (the end-to-end tests use 1 and 2).
-const NODE: u16 = 3;
-/// The lab-only Asterisk config the node is started with (core-mode phones and dialplan).
+/// The lab nodes of this benchmark (the end-to-end tests use 1 and 2): every kind but `across` runs on the
+/// first one; `across` has its consult call (and carol) on the second.
+const NODES: [u16; 2] = [3, 4];
+/// The lab-only Asterisk config the nodes are started with (core-mode phones and dialplan).
 const OVERLAY: &str = "tests/lab/bench";
 /// How long the called phones ring before they answer while the calls are set up (bob, the consulted carol).
 const SETUP_RING_MS: &str = "50";
@@ -62,10 +68,12 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// After this many Asterisk crashes (each followed by a restart of the node) the bench stops.
 const MAX_CRASHES: usize = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Attended,
     Blind,
+    /// attended across nodes (A3): the consult call on the second node
+    Across,
 }
 
 impl fmt::Display for Kind {
@@ -73,6 +81,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Attended => "attended",
             Kind::Blind => "blind",
+            Kind::Across => "across",
         })
     }
 }
@@ -102,9 +111,10 @@ impl Mode {
     }
 }
 
-/// Starts lab node 3 with the overlay (stopping a node 3 left running first), and stops it when dropped.
-struct LabNode {
-    node: Node,
+/// Starts the lab nodes with the overlay (stopping any of them left running first), and stops them when
+/// dropped.
+struct LabNodes {
+    nodes: Vec<Node>,
 }
 
 fn run_lab(args: &[&str]) -> Result<(), String> {
@@ -121,26 +131,27 @@ fn run_lab(args: &[&str]) -> Result<(), String> {
     }
 }
 
-impl LabNode {
-    fn start() -> Result<LabNode, String> {
-        let n = NODE.to_string();
-        run_lab(&["stop", &n])?;
-        let node = LabNode {
-            node: Node {
-                n: NODE,
-                name: format!("node{NODE}"),
-                sip_port: 5060 + 100 * (NODE - 1),
-                http_port: 8088 + 100 * (NODE - 1),
-            },
+fn lab_nodes(command: &str) -> Result<(), String> {
+    let numbers = NODES.map(|n| n.to_string());
+    let mut args = vec![command];
+    args.extend(numbers.iter().map(String::as_str));
+    run_lab(&args)
+}
+
+impl LabNodes {
+    fn start() -> Result<LabNodes, String> {
+        lab_nodes("stop")?;
+        let nodes = LabNodes {
+            nodes: NODES.iter().map(|&n| lab::node_info(n)).collect(),
         };
-        run_lab(&["start", &n])?;
-        Ok(node)
+        lab_nodes("start")?;
+        Ok(nodes)
     }
 }
 
-impl Drop for LabNode {
+impl Drop for LabNodes {
     fn drop(&mut self) {
-        if let Err(e) = run_lab(&["stop", &NODE.to_string()]) {
+        if let Err(e) = lab_nodes("stop") {
             eprintln!("bench: {e}");
         }
     }
@@ -154,22 +165,16 @@ struct App {
 }
 
 impl App {
-    async fn start(dir: &Path, node: &Node) -> App {
-        wait_application_free(&node.ari_url()).await;
+    /// The app on `nodes`, each with a trunk to every other one (the e2e tests' config: ring timeout 30 s,
+    /// every extension dialed as `PJSIP/{exten}` on the caller's node).
+    async fn start(dir: &Path, nodes: &[Node]) -> App {
+        for node in nodes {
+            wait_application_free(&node.ari_url()).await;
+        }
         let http_port = free_tcp_port();
         let config = dir.join("ari-transfer.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-                 [timeouts]\nring = 30\n\
-                 [[routes]]\nmatch = \"[a-z]+\"\ndial = \"PJSIP/{{exten}}\"\n\
-                 [[nodes]]\nname = \"{}\"\nurl = \"{}\"\nusername = \"{ARI_USER}\"\npassword_env = \"ARI_PASSWORD\"\n",
-                node.name,
-                node.ari_url()
-            ),
-        )
-        .unwrap();
+        let nodes: Vec<&Node> = nodes.iter().collect();
+        std::fs::write(&config, AppSettings::for_nodes(&nodes).toml(http_port)).unwrap();
         let log = dir.join("app.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
             .args(["run", "--config"])
@@ -401,7 +406,7 @@ fn transferer(
                 }
             }
             match kind {
-                Kind::Attended => "xfer_uac_attended.xml".to_owned(),
+                Kind::Attended | Kind::Across => "xfer_uac_attended.xml".to_owned(),
                 Kind::Blind => "xfer_uac_blind.xml".to_owned(),
             }
         }
@@ -436,11 +441,19 @@ fn transferer(
 }
 
 /// A1 end to end: alice consults carol, calls bob, and REFERs bob's call with Replaces naming the consult
-/// dialog. Returns the latency read from the REFERring phone's trace.
-async fn attended(node: Node, dir: PathBuf, mode: Mode, i: usize) -> Result<f64, String> {
+/// dialog. Carol and the consult call are on `consult_node`: `node` itself (A1), or another node (A3, the
+/// app joins bob and carol through a trunk). Returns the latency read from the REFERring phone's trace.
+async fn attended(
+    node: Node,
+    consult_node: Node,
+    dir: PathBuf,
+    kind: Kind,
+    mode: Mode,
+    i: usize,
+) -> Result<f64, String> {
     let (alice, bob, carol) = (mode.user("alice"), mode.user("bob"), mode.user("carol"));
     let ring = ["-set", "ring_ms", SETUP_RING_MS];
-    let carol_phone = Phone::callee(&dir, &node, &carol, "uas_answer.xml", &ring).await;
+    let carol_phone = Phone::callee(&dir, &consult_node, &carol, "uas_answer.xml", &ring).await;
     let bob_phone = Phone::callee(
         &dir,
         &node,
@@ -456,29 +469,12 @@ async fn attended(node: Node, dir: PathBuf, mode: Mode, i: usize) -> Result<f64,
         ],
     )
     .await;
-    let call_id = format!("bench-{mode}-{i}-{}@127.0.0.1", std::process::id());
-    let from_tag = format!("bench-{mode}-{i}-tag");
-    let consult = Phone::start(
-        &dir,
-        &node,
-        "xfer_uac_consult.xml",
-        &carol,
-        &alice,
-        free_udp_port(),
-        &["-key", "from_tag", &from_tag, "-cid_str", &call_id],
-    );
-    wait_for_bridge(
-        &node,
-        &[&format!("PJSIP/{alice}-"), &format!("PJSIP/{carol}-")],
-    )
-    .await;
-    let channel = channel_with_call_id(&node, &call_id).await;
-    let to_tag = ari_variable(&node, &channel, "CHANNEL(pjsip,local_tag)").await;
-    if to_tag.is_empty() {
-        return Err(format!("no local_tag on the consult channel {channel}"));
-    }
-    let escaped = call_id.replace('@', "%40");
-    let replaces = (escaped.as_str(), to_tag.as_str(), from_tag.as_str());
+    // Call-ID bench-{kind}-{mode}-{i}-{pid}@127.0.0.1, From tag bench-{kind}-{mode}-{i}-tag; the to-tag is
+    // read over the consult node's ARI (an empty one panics: a failed transfer).
+    let name = format!("bench-{kind}-{mode}-{i}");
+    let (consult, call_id, to_tag, from_tag) =
+        consult_call(&dir, &consult_node, &name, &alice, &carol).await;
+    let replaces = (call_id.as_str(), to_tag.as_str(), from_tag.as_str());
     let transferer = transferer(&dir, &node, mode, Kind::Attended, Some(replaces));
     let trace = trace_of(&dir, &transferer);
     transferer.finish().await;
@@ -627,15 +623,20 @@ struct Batch {
 
 /// One transfer in its own task (a phone that fails panics in the harness: that is a failure, not the end
 /// of the bench), then the check that nothing is left.
-async fn one(node: &Node, root: &Path, kind: Kind, mode: Mode, i: usize) -> Result<f64, String> {
+/// `nodes[0]` is the node of the transferring phone's call, `nodes[1]` that of the `across` consult call.
+async fn one(nodes: &[Node], root: &Path, kind: Kind, mode: Mode, i: usize) -> Result<f64, String> {
     let dir = root.join(format!("{kind}-{mode}-{i:03}"));
     std::fs::create_dir_all(&dir).unwrap();
     let run_dir = dir.clone();
-    let task_node = node.clone();
+    let node = nodes[0].clone();
+    let consult_node = match kind {
+        Kind::Across => nodes[1].clone(),
+        Kind::Attended | Kind::Blind => node.clone(),
+    };
     let task = tokio::spawn(tokio::time::timeout(RUN_TIMEOUT, async move {
         match kind {
-            Kind::Attended => attended(task_node, dir, mode, i).await,
-            Kind::Blind => blind(task_node, dir, mode).await,
+            Kind::Attended | Kind::Across => attended(node, consult_node, dir, kind, mode, i).await,
+            Kind::Blind => blind(node, dir, mode).await,
         }
     }));
     match task.await {
@@ -658,8 +659,9 @@ async fn one(node: &Node, root: &Path, kind: Kind, mode: Mode, i: usize) -> Resu
     }
 }
 
+/// `nodes`: as for [`one`]; every one of them must be clean before and after each transfer.
 async fn batch(
-    node: &Node,
+    nodes: &[Node],
     root: &Path,
     kind: Kind,
     mode: Mode,
@@ -683,15 +685,19 @@ async fn batch(
         if i == 1 {
             cpu_before = app.map(|app| cpu_of(app.pid()));
         }
-        match node_state(node, Duration::ZERO).await {
-            NodeState::Clean => {}
-            NodeState::Left(left) => {
-                let e = format!("before {kind} {mode} #{i}: left in the node: {left}");
-                return Err((batch, e));
+        for node in nodes {
+            match node_state(node, Duration::ZERO).await {
+                NodeState::Clean => {}
+                NodeState::Left(left) => {
+                    let e = format!("before {kind} {mode} #{i}: left in {}: {left}", node.name);
+                    return Err((batch, e));
+                }
+                NodeState::Down(e) => {
+                    return Err((batch, format!("before {kind} {mode} #{i}: {e}")))
+                }
             }
-            NodeState::Down(e) => return Err((batch, format!("before {kind} {mode} #{i}: {e}"))),
         }
-        let result = one(node, root, kind, mode, i).await;
+        let result = one(nodes, root, kind, mode, i).await;
         match (&result, i) {
             (_, 0) => batch.warmup = result.clone(),
             (Ok(ms), _) => batch.samples.push(*ms),
@@ -700,27 +706,29 @@ async fn batch(
         if let Err(e) = &result {
             eprintln!("bench: {kind} {mode} #{i} failed: {e}");
         }
-        match node_state(node, Duration::from_secs(10)).await {
-            NodeState::Clean => {}
-            NodeState::Left(left) => {
-                let e = format!("after {kind} {mode} #{i}: left in the node: {left}");
-                return Err((batch, e));
-            }
-            NodeState::Down(down) => {
-                *crashes += 1;
-                eprintln!(
-                    "bench: after {kind} {mode} #{i}: {down}; restarting {}",
-                    node.name
-                );
-                match recover(node, root, app, *crashes).await {
-                    Ok(crash) => batch.crashes.push(format!("#{i}: {crash}")),
-                    Err(e) => {
-                        return Err((batch, format!("after {kind} {mode} #{i}: {down}; {e}")))
-                    }
-                }
-                if *crashes >= MAX_CRASHES {
-                    let e = format!("{MAX_CRASHES} Asterisk crashes: giving up");
+        for node in nodes {
+            match node_state(node, Duration::from_secs(10)).await {
+                NodeState::Clean => {}
+                NodeState::Left(left) => {
+                    let e = format!("after {kind} {mode} #{i}: left in {}: {left}", node.name);
                     return Err((batch, e));
+                }
+                NodeState::Down(down) => {
+                    *crashes += 1;
+                    eprintln!(
+                        "bench: after {kind} {mode} #{i}: {down}; restarting {}",
+                        node.name
+                    );
+                    match recover(node, root, app, *crashes).await {
+                        Ok(crash) => batch.crashes.push(format!("#{i}: {crash}")),
+                        Err(e) => {
+                            return Err((batch, format!("after {kind} {mode} #{i}: {down}; {e}")))
+                        }
+                    }
+                    if *crashes >= MAX_CRASHES {
+                        let e = format!("{MAX_CRASHES} Asterisk crashes: giving up");
+                        return Err((batch, e));
+                    }
                 }
             }
         }
@@ -786,6 +794,14 @@ fn print_results(batches: &[Batch], n: usize, ticks_per_s: u64) {
             ),
         }
     }
+    if batches.iter().any(|b| b.kind == Kind::Across) {
+        println!(
+            "{:<9} {:<9}  (no core-mode counterpart: Asterisk's own cross-node transfer needs an \
+             external_replaces dialplan, which the lab does not have)",
+            Kind::Across.to_string(),
+            Mode::Core.to_string()
+        );
+    }
     for b in batches {
         let mut samples = b.samples.clone();
         samples.sort_by(f64::total_cmp);
@@ -842,19 +858,20 @@ async fn main() -> ExitCode {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20);
-    let lab_node = match LabNode::start() {
-        Ok(node) => node,
+    let lab_nodes = match LabNodes::start() {
+        Ok(nodes) => nodes,
         Err(e) => {
             eprintln!("bench: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = bench(&lab_node.node, n).await;
-    drop(lab_node);
+    let code = bench(&lab_nodes.nodes, n).await;
+    drop(lab_nodes);
     code
 }
 
-async fn bench(node: &Node, n: usize) -> ExitCode {
+async fn bench(nodes: &[Node], n: usize) -> ExitCode {
+    let node = &nodes[0];
     let root = scratch("bench-transfers");
     let (ticks_per_s, assumed) = clock_ticks();
     let info = ari_get(node, "/asterisk/info").await;
@@ -894,6 +911,12 @@ async fn bench(node: &Node, n: usize) -> ExitCode {
         node.sip_port,
         node.http_port
     );
+    let other = &nodes[1];
+    println!(
+        "  and lab {} (SIP 127.0.0.1:{}/udp, ARI 127.0.0.1:{}) for across; the app is connected to both, \
+         with a trunk from each to the other",
+        other.name, other.sip_port, other.http_port
+    );
     println!(
         "  build profile: {}; the ari-transfer binary is built with it; app log level info (its default)",
         if cfg!(debug_assertions) {
@@ -909,6 +932,11 @@ async fn bench(node: &Node, n: usize) -> ExitCode {
         "  phones: callees ring {SETUP_RING_MS} ms during call setup; REFER {XFER_AFTER_MS} ms after the call is answered; \
          blind target rings {TARGET_RING_MS} ms before answering (included in the blind figures); \
          after a transfer the app hangs the transferer's call up (ari-only), the phone itself does (core)"
+    );
+    println!(
+        "  kinds: attended = A1 and blind = B1 on {}; across = A3, attended across nodes: bob and alice's \
+         REFERring call on {}, carol and alice's consult call on {} (ari-only: no core-mode counterpart)",
+        node.name, node.name, other.name
     );
     println!(
         "  latency: SIPp -trace_msg timestamps of the transferring phone (REFER sent -> terminated NOTIFY received); p99 = nearest rank"
@@ -927,11 +955,11 @@ async fn bench(node: &Node, n: usize) -> ExitCode {
     let mut stopped = None;
     let mut crashes = 0;
     {
-        let app = App::start(&root, node).await;
-        for kind in [Kind::Attended, Kind::Blind] {
+        let app = App::start(&root, nodes).await;
+        for kind in [Kind::Attended, Kind::Blind, Kind::Across] {
             eprintln!("bench: {kind} ari-only x{n}");
             match batch(
-                node,
+                nodes,
                 &root,
                 kind,
                 Mode::AriOnly,
@@ -951,10 +979,12 @@ async fn bench(node: &Node, n: usize) -> ExitCode {
         }
     }
     if stopped.is_none() {
-        wait_application_free(&node.ari_url()).await;
+        for node in nodes {
+            wait_application_free(&node.ari_url()).await;
+        }
         for kind in [Kind::Attended, Kind::Blind] {
             eprintln!("bench: {kind} core x{n}");
-            match batch(node, &root, kind, Mode::Core, n, None, &mut crashes).await {
+            match batch(nodes, &root, kind, Mode::Core, n, None, &mut crashes).await {
                 Ok(b) => batches.push(b),
                 Err((b, e)) => {
                     batches.push(b);
@@ -964,7 +994,7 @@ async fn bench(node: &Node, n: usize) -> ExitCode {
             }
         }
     }
-    batches.sort_by_key(|b| (b.kind == Kind::Blind, b.mode == Mode::Core));
+    batches.sort_by_key(|b| (b.kind, b.mode == Mode::Core));
     print_results(&batches, n, ticks_per_s);
     println!(
         "  load average at end: {}",

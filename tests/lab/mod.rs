@@ -96,7 +96,8 @@ pub fn node(n: u16) -> Node {
     node_info(n)
 }
 
-fn node_info(n: u16) -> Node {
+/// Lab node `n`'s ports and name (without starting it).
+pub fn node_info(n: u16) -> Node {
     Node {
         n,
         name: format!("node{n}"),
@@ -299,7 +300,8 @@ impl AppSettings {
         }
     }
 
-    fn toml(&self, http_port: u16) -> String {
+    /// The config file of these settings, the app's HTTP server on `http_port`.
+    pub fn toml(&self, http_port: u16) -> String {
         let mut text = format!(
             "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [timeouts]\nring = {}\n\
