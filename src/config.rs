@@ -24,9 +24,22 @@
 //!
 //! [transfers]
 //! recall_transferer = true             # B6: call the transferer back if the target fails after it left
+//!
+//! [metaflows]                          # in-call feature codes (D1-D7); none without this table
+//! binding_key = "*"
+//! digit_timeout = 1.5                  # seconds after the last digit, then the code is looked up
+//! listen_on = "both"                   # "a" (the caller's leg), "b" (the callee's), "both"
+//! [[metaflows.patterns]]
+//! match = '2(\d+)'                     # *2 + extension
+//! module = "transfer"                  # options: takeback_dtmf, complete_dtmf, threeway_dtmf, swap_dtmf,
+//!                                      # moh, ringback, target_timeout, recall_retries, recall_delay
+//! [[metaflows.numbers]]
+//! number = "9"                         # *9
+//! module = "resume"
+//! [metaflows.endpoints.alice]          # calls from alice use this set instead (same keys)
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +47,10 @@ use std::path::Path;
 use serde::Deserialize;
 use url::Url;
 
-use crate::engine::{Route, Trunk};
+use regex::{Regex, RegexSet};
+
+use crate::engine::metaflow::{ListenOn, Metaflows, Module, Pattern, TransferFlow};
+use crate::engine::{MetaflowConfig, Route, Trunk};
 
 /// A configuration error, displayed as one line: `FILE: KEY: what is wrong`.
 #[derive(Debug)]
@@ -71,6 +87,88 @@ struct File {
     timeouts: TimeoutsFile,
     #[serde(default)]
     transfers: TransfersFile,
+    metaflows: Option<MetaflowsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaflowsFile {
+    #[serde(default = "default_binding_key")]
+    binding_key: String,
+    #[serde(default = "default_digit_timeout")]
+    digit_timeout: f64,
+    #[serde(default = "default_listen_on")]
+    listen_on: ListenOnFile,
+    #[serde(default)]
+    numbers: Vec<NumberFile>,
+    #[serde(default)]
+    patterns: Vec<PatternFile>,
+    /// Per endpoint, a set used instead of this one (only at the top level).
+    #[serde(default)]
+    endpoints: BTreeMap<String, MetaflowsFile>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ListenOnFile {
+    A,
+    B,
+    Both,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NumberFile {
+    number: String,
+    #[serde(flatten)]
+    module: ModuleFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternFile {
+    #[serde(rename = "match")]
+    pattern: String,
+    #[serde(flatten)]
+    module: ModuleFile,
+}
+
+/// A module name and its options (all optional; only `transfer` has any).
+#[derive(Debug, Deserialize)]
+struct ModuleFile {
+    module: String,
+    takeback_dtmf: Option<String>,
+    complete_dtmf: Option<String>,
+    threeway_dtmf: Option<String>,
+    swap_dtmf: Option<String>,
+    moh: Option<String>,
+    ringback: Option<String>,
+    target_timeout: Option<f64>,
+    recall_retries: Option<u32>,
+    recall_delay: Option<f64>,
+}
+
+fn default_binding_key() -> String {
+    "*".to_owned()
+}
+fn default_digit_timeout() -> f64 {
+    1.5
+}
+fn default_listen_on() -> ListenOnFile {
+    ListenOnFile::Both
+}
+
+/// The characters a phone can send as DTMF.
+const DTMF: &str = "0123456789*#ABCD";
+
+fn is_dtmf(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| DTMF.contains(c))
+}
+
+/// Seconds from the file, as milliseconds, if within (0, max].
+fn millis(seconds: f64, max: f64) -> Option<u64> {
+    (seconds.is_finite() && seconds > 0.0 && seconds <= max)
+        .then(|| (seconds * 1000.0).round() as u64)
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +266,8 @@ pub struct Config {
     pub recall_transferer: bool,
     /// The SIP trunks between nodes, for transfers across nodes.
     pub trunks: Vec<Trunk>,
+    /// In-call feature codes.
+    pub metaflows: MetaflowConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -329,8 +429,226 @@ impl Config {
             ring_timeout: (ring * 1000.0).round() as u64,
             recall_transferer: file.transfers.recall_transferer,
             trunks,
+            metaflows: match &file.metaflows {
+                None => MetaflowConfig::default(),
+                Some(flows) => {
+                    metaflow_config(flows).map_err(|(key, message)| err(key, message))?
+                }
+            },
         })
     }
+}
+
+type KeyError = (String, String);
+
+/// The default set and the per-endpoint ones.
+fn metaflow_config(file: &MetaflowsFile) -> Result<MetaflowConfig, KeyError> {
+    let mut endpoints = HashMap::new();
+    for (endpoint, flows) in &file.endpoints {
+        let key = format!("metaflows.endpoints.{endpoint}");
+        if !flows.endpoints.is_empty() {
+            return Err((
+                format!("{key}.endpoints"),
+                "only allowed in [metaflows]".into(),
+            ));
+        }
+        endpoints.insert(
+            endpoint.clone(),
+            std::sync::Arc::new(metaflows(flows, &key)?),
+        );
+    }
+    Ok(MetaflowConfig {
+        default: Some(std::sync::Arc::new(metaflows(file, "metaflows")?)),
+        endpoints,
+    })
+}
+
+/// One set of feature codes, validated: `key` is where it is in the file.
+fn metaflows(file: &MetaflowsFile, key: &str) -> Result<Metaflows, KeyError> {
+    let binding_key = match file.binding_key.chars().collect::<Vec<_>>()[..] {
+        [c] if DTMF.contains(c) => c,
+        _ => {
+            let message = "must be one DTMF character (0-9, *, #, A-D)".into();
+            return Err((format!("{key}.binding_key"), message));
+        }
+    };
+    let digit_timeout = millis(file.digit_timeout, 10.0).ok_or_else(|| {
+        let message = "must be between 0 and 10 seconds".into();
+        (format!("{key}.digit_timeout"), message)
+    })?;
+    let mut numbers: Vec<(String, Module)> = Vec::new();
+    for (i, number) in file.numbers.iter().enumerate() {
+        let at = format!("{key}.numbers[{i}]");
+        if !is_dtmf(&number.number) {
+            return Err((
+                format!("{at}.number"),
+                "must be DTMF digits (0-9, *, #, A-D)".into(),
+            ));
+        }
+        if numbers.iter().any(|(n, _)| *n == number.number) {
+            return Err((
+                format!("{at}.number"),
+                format!("'{}' is used twice", number.number),
+            ));
+        }
+        numbers.push((number.number.clone(), module(&number.module, &at)?));
+    }
+    let mut patterns = Vec::new();
+    for (i, pattern) in file.patterns.iter().enumerate() {
+        let at = format!("{key}.patterns[{i}]");
+        let regex = Regex::new(&format!("^(?:{})$", pattern.pattern)).map_err(|e| {
+            (
+                format!("{at}.match"),
+                format!(
+                    "invalid regular expression: {}",
+                    e.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            )
+        })?;
+        patterns.push(Pattern {
+            regex,
+            module: module(&pattern.module, &at)?,
+        });
+    }
+    check_overlaps(&numbers, &patterns, key)?;
+    Ok(Metaflows {
+        binding_key,
+        digit_timeout,
+        listen_on: match file.listen_on {
+            ListenOnFile::A => ListenOn::A,
+            ListenOnFile::B => ListenOn::B,
+            ListenOnFile::Both => ListenOn::Both,
+        },
+        numbers,
+        patterns,
+    })
+}
+
+/// Two codes must never match the same digits: a number that a pattern also matches, or two patterns
+/// that match a common string (searched over every DTMF string up to 5 digits long).
+fn check_overlaps(
+    numbers: &[(String, Module)],
+    patterns: &[Pattern],
+    key: &str,
+) -> Result<(), KeyError> {
+    let set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
+        .map_err(|e| (key.to_owned(), e.to_string()))?;
+    for (i, (number, _)) in numbers.iter().enumerate() {
+        if let Some(j) = set.matches(number).iter().next() {
+            let message = format!("patterns[{j}] also matches '{number}'");
+            return Err((format!("{key}.numbers[{i}].number"), message));
+        }
+    }
+    if patterns.len() < 2 {
+        return Ok(());
+    }
+    let alphabet: Vec<char> = "0123456789*#".chars().collect();
+    let mut strings = vec![String::new()];
+    for _ in 0..5 {
+        let longer: Vec<String> = strings
+            .iter()
+            .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+            .collect();
+        for digits in &longer {
+            let matched: Vec<usize> = set.matches(digits).iter().collect();
+            if let [first, second, ..] = matched[..] {
+                let message = format!(
+                    "matches the same digits as patterns[{first}] (for example '{digits}')"
+                );
+                return Err((format!("{key}.patterns[{second}].match"), message));
+            }
+        }
+        strings = longer;
+    }
+    Ok(())
+}
+
+/// A module with its options; `key` is where it is.
+fn module(file: &ModuleFile, key: &str) -> Result<Module, KeyError> {
+    let options_set = file.takeback_dtmf.is_some()
+        || file.complete_dtmf.is_some()
+        || file.threeway_dtmf.is_some()
+        || file.swap_dtmf.is_some()
+        || file.moh.is_some()
+        || file.ringback.is_some()
+        || file.target_timeout.is_some()
+        || file.recall_retries.is_some()
+        || file.recall_delay.is_some();
+    match file.module.as_str() {
+        "resume" if options_set => {
+            Err((key.to_owned(), "the resume module takes no options".into()))
+        }
+        "resume" => Ok(Module::Resume),
+        "transfer" => transfer_flow(file, key).map(Module::Transfer),
+        other => Err((
+            format!("{key}.module"),
+            format!("unknown module '{other}': use transfer or resume"),
+        )),
+    }
+}
+
+fn transfer_flow(file: &ModuleFile, key: &str) -> Result<TransferFlow, KeyError> {
+    let code = |value: &Option<String>, field: &str, default: &str| {
+        let code = value.clone().unwrap_or_else(|| default.to_owned());
+        if is_dtmf(&code) {
+            Ok(code)
+        } else {
+            Err((
+                format!("{key}.{field}"),
+                "must be DTMF digits (0-9, *, #, A-D)".to_owned(),
+            ))
+        }
+    };
+    let flow = TransferFlow {
+        takeback_dtmf: code(&file.takeback_dtmf, "takeback_dtmf", "*1")?,
+        complete_dtmf: code(&file.complete_dtmf, "complete_dtmf", "*2")?,
+        threeway_dtmf: code(&file.threeway_dtmf, "threeway_dtmf", "*3")?,
+        swap_dtmf: code(&file.swap_dtmf, "swap_dtmf", "*4")?,
+        moh: file.moh.clone().filter(|m| !m.is_empty()),
+        ringback: file
+            .ringback
+            .clone()
+            .unwrap_or_else(|| "tone:ring".to_owned()),
+        target_timeout: millis(file.target_timeout.unwrap_or(20.0), 3600.0).ok_or_else(|| {
+            (
+                format!("{key}.target_timeout"),
+                "must be between 0 and 3600 seconds".to_owned(),
+            )
+        })?,
+        recall_retries: match file.recall_retries.unwrap_or(2) {
+            n @ 0..=10 => n,
+            _ => {
+                return Err((
+                    format!("{key}.recall_retries"),
+                    "must be 0 to 10".to_owned(),
+                ))
+            }
+        },
+        recall_delay: match file.recall_delay.unwrap_or(10.0) {
+            0.0 => 0,
+            seconds => millis(seconds, 3600.0).ok_or_else(|| {
+                (
+                    format!("{key}.recall_delay"),
+                    "must be between 0 and 3600 seconds".to_owned(),
+                )
+            })?,
+        },
+    };
+    let codes = [
+        ("takeback_dtmf", &flow.takeback_dtmf),
+        ("complete_dtmf", &flow.complete_dtmf),
+        ("threeway_dtmf", &flow.threeway_dtmf),
+        ("swap_dtmf", &flow.swap_dtmf),
+    ];
+    for (i, (field, code)) in codes.iter().enumerate() {
+        if let Some((other, _)) = codes[..i].iter().find(|(_, c)| c == code) {
+            return Err((
+                format!("{key}.{field}"),
+                format!("'{code}' is also {other}"),
+            ));
+        }
+    }
+    Ok(flow)
 }
 
 #[cfg(test)]
@@ -437,6 +755,84 @@ ring = 2.5
                 .to_string(),
             "t: nodes[0].trunks.node2: 'a b' is not a PJSIP endpoint name"
         );
+    }
+
+    const FLOWS: &str = r#"
+[metaflows]
+digit_timeout = 1
+listen_on = "a"
+[[metaflows.numbers]]
+number = "9"
+module = "resume"
+[[metaflows.patterns]]
+match = '2(\d+)'
+module = "transfer"
+moh = "jazz"
+target_timeout = 15
+"#;
+
+    #[test]
+    fn metaflows_parse_with_defaults_and_per_endpoint_sets() {
+        let text = format!("{GOOD}{FLOWS}[metaflows.endpoints.alice]\nbinding_key = \"#\"\n");
+        let config = Config::parse(&text, "t").unwrap();
+        let flows = config.metaflows.default.as_deref().unwrap();
+        assert_eq!(flows.binding_key, '*');
+        assert_eq!(flows.digit_timeout, 1000);
+        assert_eq!(flows.listen_on, ListenOn::A);
+        let matched = flows.lookup("2201").unwrap();
+        assert_eq!(matched.capture, "201");
+        let Module::Transfer(flow) = matched.module else {
+            panic!("not a transfer");
+        };
+        assert_eq!(
+            (
+                flow.takeback_dtmf.as_str(),
+                flow.moh.as_deref(),
+                flow.target_timeout
+            ),
+            ("*1", Some("jazz"), 15_000)
+        );
+        assert_eq!(flows.lookup("9").map(|m| m.module), Some(Module::Resume));
+        assert_eq!(config.metaflows.endpoints["alice"].binding_key, '#');
+        // Without [metaflows], calls have no feature codes.
+        assert!(Config::parse(GOOD, "t")
+            .unwrap()
+            .metaflows
+            .default
+            .is_none());
+    }
+
+    #[test]
+    fn bad_metaflows_are_refused_with_the_key_named() {
+        let with = |old: &str, new: &str| error_of(&format!("{GOOD}{}", FLOWS.replace(old, new)));
+        assert_eq!(
+            with("'2(\\d+)'", "'2(\\d+'"),
+            "test.toml: metaflows.patterns[0].match: invalid regular expression: error: unclosed group"
+        );
+        assert_eq!(
+            with("\"transfer\"", "\"park\""),
+            "test.toml: metaflows.patterns[0].module: unknown module 'park': use transfer or resume"
+        );
+        let overlap =
+            FLOWS.to_owned() + "[[metaflows.patterns]]\nmatch = '22\\d'\nmodule = \"resume\"\n";
+        assert_eq!(
+            error_of(&format!("{GOOD}{overlap}")),
+            "test.toml: metaflows.patterns[1].match: matches the same digits as patterns[0] (for example '220')"
+        );
+        assert_eq!(
+            with("number = \"9\"", "number = \"25\""),
+            "test.toml: metaflows.numbers[0].number: patterns[0] also matches '25'"
+        );
+        assert_eq!(
+            with("moh = \"jazz\"", "takeback_dtmf = \"*2\""),
+            "test.toml: metaflows.patterns[0].complete_dtmf: '*2' is also takeback_dtmf"
+        );
+        assert_eq!(
+            with("listen_on = \"a\"", "binding_key = \"**\""),
+            "test.toml: metaflows.binding_key: must be one DTMF character (0-9, *, #, A-D)"
+        );
+        assert!(with("moh = \"jazz\"", "mho = \"jazz\"").contains("unknown field `mho`"));
+        assert!(with("listen_on = \"a\"", "listen_on = \"c\"").contains("unknown variant `c`"));
     }
 
     #[test]

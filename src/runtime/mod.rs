@@ -83,7 +83,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         ring_timeout: config.ring_timeout,
         recall_transferer: config.recall_transferer,
         trunks: config.trunks.clone(),
-        metaflows: Default::default(),
+        metaflows: config.metaflows.clone(),
     });
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
     drive(engine, clients, node_rx, health, shutdown).await;

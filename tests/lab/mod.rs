@@ -106,6 +106,49 @@ pub fn node_info(n: u16) -> Node {
     }
 }
 
+/// What an Asterisk CLI command prints on node `node`.
+pub fn cli(node: &Node, command: &str) -> String {
+    let output = std::process::Command::new("bash")
+        .arg(repo().join("scripts/lab"))
+        .args(["cli", &node.n.to_string(), command])
+        .output()
+        .expect("run scripts/lab cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The format Asterisk writes to a channel (`core show channel`): `gsm` while it plays the lab's music on
+/// hold, `slin` while it plays a tone, the call's codec (`ulaw`) otherwise.
+pub fn write_format(node: &Node, channel_name: &str) -> String {
+    cli(node, &format!("core show channel {channel_name}"))
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("WriteFormat:"))
+        .map(|f| f.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The name of the channel whose name starts with `prefix` (e.g. `PJSIP/bob-`), waiting for it.
+pub async fn channel_named(node: &Node, prefix: &str) -> String {
+    let what = format!("a channel named {prefix}...");
+    eventually(Duration::from_secs(10), &what, || async {
+        let channels = ari_get(node, "/channels").await;
+        channels.as_array()?.iter().find_map(|c| {
+            let name = c["name"].as_str()?;
+            name.starts_with(prefix).then(|| name.to_owned())
+        })
+    })
+    .await
+}
+
+/// Waits until Asterisk writes `format` to the channel named `prefix`... (see [`write_format`]).
+pub async fn wait_for_write_format(node: &Node, prefix: &str, format: &str) {
+    let name = channel_named(node, prefix).await;
+    let what = format!("{name} to be written {format}");
+    eventually(Duration::from_secs(10), &what, || async {
+        (write_format(node, &name) == format).then_some(())
+    })
+    .await
+}
+
 /// SIGKILLs node `n` (a crash), and starts it again.
 pub fn kill_node(n: u16) {
     lab(&["kill", &n.to_string()]);
@@ -272,6 +315,8 @@ pub struct AppSettings {
     pub routes: Vec<(String, String)>,
     /// Whether each node gets a trunk to every other one (the lab's endpoint `nodeM` reaches node M).
     pub trunks: bool,
+    /// More of the config file, appended as it is (e.g. a `[metaflows]` table).
+    pub extra: String,
 }
 
 impl AppSettings {
@@ -297,6 +342,7 @@ impl AppSettings {
                 .collect(),
             routes: vec![("[a-z]+".to_owned(), "PJSIP/{exten}".to_owned())],
             trunks: nodes.len() > 1,
+            extra: String::new(),
         }
     }
 
@@ -328,6 +374,7 @@ impl AppSettings {
                 text.push_str(&format!("trunks = {{ {} }}\n", peers.join(", ")));
             }
         }
+        text.push_str(&self.extra);
         text
     }
 }

@@ -1,0 +1,325 @@
+//! In-call feature codes (D1–D7) end to end: a real Asterisk 22 from the lab, the real binary, SIPp phones
+//! that press RFC 4733 digits (`dtmf_uac.xml`). alice calls bob and presses `*2201` (201 is carol): bob is
+//! held, alice consults carol. Each test asserts who is bridged with whom (over ARI), who hears music or a
+//! tone (the format Asterisk writes to the channel: `gsm` for the lab's music on hold, `slin` for the
+//! ringback tone, `ulaw` for the call itself), who is hung up (each phone's scenario expects its BYE or
+//! sends its own), and that nothing of the app is left.
+
+mod lab;
+
+use lab::{
+    assert_nothing_left, scratch, serial, wait_for_bridge, wait_for_write_format, App, AppSettings,
+    Node, Phone,
+};
+
+/// The codes of these tests: `*2` + extension transfers (the target rings at most 4 s; one recall of the
+/// transferor, after 1 s), `*9` resumes; digits end 1 s after the last one.
+const METAFLOWS: &str = r#"
+[metaflows]
+digit_timeout = 1
+listen_on = "a"
+[[metaflows.numbers]]
+number = "9"
+module = "resume"
+[[metaflows.patterns]]
+match = '2(\d+)'
+module = "transfer"
+target_timeout = 4
+recall_retries = 1
+recall_delay = 1
+"#;
+
+async fn app(dir: &std::path::Path, node: &Node) -> App {
+    let mut settings = AppSettings::for_node(node);
+    settings
+        .routes
+        .insert(0, ("201".into(), "PJSIP/carol".into()));
+    settings.extra = METAFLOWS.to_owned();
+    App::start(dir, &settings).await
+}
+
+/// alice calls bob (who answers and waits for the BYE) and presses `digits`, then `digits2` if given;
+/// she hangs up `hangup_after_ms` after her last digit (0: she waits for the network's BYE).
+fn alice(dir: &std::path::Path, node: &Node, digits: &[&str], hangup_after_ms: u32) -> Phone {
+    let hangup = hangup_after_ms.to_string();
+    let mut args = vec![
+        "-set",
+        "digits",
+        digits[0],
+        "-set",
+        "hangup_after_ms",
+        &hangup,
+    ];
+    if let Some(digits2) = digits.get(1) {
+        args.extend([
+            "-set",
+            "digits2",
+            digits2,
+            "-set",
+            "digits2_after_ms",
+            "3000",
+        ]);
+    }
+    Phone::caller(dir, node, "dtmf_uac.xml", "bob", &args)
+}
+
+const BOB: &str = "PJSIP/bob-";
+const ALICE: &str = "PJSIP/alice-";
+const CAROL: &str = "PJSIP/carol-";
+
+/// bob waits on hold alone in the call's bridge, with music.
+async fn bob_is_held(node: &Node) {
+    wait_for_bridge(node, &[BOB]).await;
+    wait_for_write_format(node, BOB, "gsm").await;
+}
+
+#[tokio::test]
+async fn d1_d2_star_two_holds_the_transferee_rings_the_target_and_hanging_up_completes() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("d1_d2_transfer");
+    let _app = app(&dir, &node).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // carol rings 2 s, talks with alice, then with bob, and hangs up 10 s after answering.
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "ring_ms", "2000", "-set", "hold_ms", "10000"],
+    )
+    .await;
+    let alice = alice(&dir, &node, &["*2201"], 6000);
+
+    // D1: bob hears music alone; alice, alone in the consultation bridge, hears the ringback tone.
+    bob_is_held(&node).await;
+    wait_for_bridge(&node, &[ALICE]).await;
+    wait_for_write_format(&node, ALICE, "slin").await;
+    // carol answers: alice and carol talk, bob is still held.
+    wait_for_bridge(&node, &[ALICE, CAROL]).await;
+    wait_for_write_format(&node, ALICE, "ulaw").await;
+    wait_for_write_format(&node, BOB, "gsm").await;
+    // D2: alice hangs up: bob and carol are bridged, the music stops.
+    alice.expect_success().await;
+    wait_for_bridge(&node, &[BOB, CAROL]).await;
+    wait_for_write_format(&node, BOB, "ulaw").await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn d3_the_transferor_hangs_up_while_the_target_rings_and_the_target_gets_the_transferee() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("d3_partial");
+    let _app = app(&dir, &node).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(
+        &dir,
+        &node,
+        "carol",
+        "uas_answer_then_bye.xml",
+        &["-set", "ring_ms", "3000", "-set", "hold_ms", "3000"],
+    )
+    .await;
+    // alice hangs up 1.5 s after her digits, while carol still rings.
+    let alice = alice(&dir, &node, &["*2201"], 1500);
+    bob_is_held(&node).await;
+    alice.expect_success().await;
+    wait_for_bridge(&node, &[BOB, CAROL]).await;
+    wait_for_write_format(&node, BOB, "ulaw").await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn d3_the_target_fails_after_the_transferor_left_and_the_transferor_is_called_back() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("d3_recall");
+    let _app = app(&dir, &node).await;
+
+    // alice's phone takes the call back, talks with bob, and hangs up.
+    let recall = Phone::callee(
+        &dir,
+        &node,
+        "alice",
+        "uas_answer_then_bye.xml",
+        &["-set", "hold_ms", "3000"],
+    )
+    .await;
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // carol never answers: she is cancelled after the target timeout (4 s).
+    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
+    let alice = alice(&dir, &node, &["*2201"], 1500);
+    bob_is_held(&node).await;
+    alice.expect_success().await;
+    carol.expect_success().await;
+    wait_for_bridge(&node, &[ALICE, BOB]).await;
+    wait_for_write_format(&node, BOB, "ulaw").await;
+    recall.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+/// D4: carol's phone runs `carol_scenario` (if carol is dialed at all) and fails; alice, still there, is
+/// back with bob, who hears no more music; she hangs up in the end.
+async fn transfer_fails(test: &str, digits: &str, carol_scenario: Option<&str>) {
+    let node = lab::node(1);
+    let dir = scratch(test);
+    let app = app(&dir, &node).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let carol = match carol_scenario {
+        Some(scenario) => Some(Phone::callee(&dir, &node, "carol", scenario, &[]).await),
+        None => None,
+    };
+    let alice = alice(&dir, &node, &[digits], 8000);
+    alice.wait_logged("DTMF done 1").await;
+    match carol {
+        Some(carol) => carol.expect_success().await,
+        None => {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            assert!(app.log().contains("no route for the extension"));
+        }
+    }
+    wait_for_bridge(&node, &[ALICE, BOB]).await;
+    wait_for_write_format(&node, BOB, "ulaw").await;
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn d4_a_busy_target_reconnects_the_transferor_with_the_transferee() {
+    let _lab = serial().await;
+    transfer_fails("d4_busy", "*2201", Some("uas_busy.xml")).await;
+}
+
+#[tokio::test]
+async fn d4_a_target_that_does_not_answer_in_time_reconnects() {
+    let _lab = serial().await;
+    transfer_fails("d4_no_answer", "*2201", Some("uas_ring_forever.xml")).await;
+}
+
+#[tokio::test]
+async fn d4_a_misdialed_extension_changes_nothing() {
+    let _lab = serial().await;
+    transfer_fails("d4_misdial", "*2999", None).await;
+}
+
+/// alice consults carol (who answers at once; her phone runs `carol`), then presses `code` 3 s after her
+/// first digits; returns once alice and carol talk (bob held), before the code.
+async fn consulting(
+    test: &str,
+    code: &str,
+    carol: (&str, &[&str]),
+    hangup_after_ms: u32,
+) -> Phones {
+    let node = lab::node(1);
+    let dir = scratch(test);
+    let app = app(&dir, &node).await;
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let carol = Phone::callee(&dir, &node, "carol", carol.0, carol.1).await;
+    let alice = alice(&dir, &node, &["*2201", code], hangup_after_ms);
+    wait_for_bridge(&node, &[ALICE, CAROL]).await;
+    wait_for_write_format(&node, BOB, "gsm").await;
+    Phones {
+        node,
+        _app: app,
+        alice,
+        bob,
+        carol,
+    }
+}
+
+struct Phones {
+    node: Node,
+    _app: App,
+    alice: Phone,
+    bob: Phone,
+    carol: Phone,
+}
+
+#[tokio::test]
+async fn d5_takeback_hangs_up_the_target_and_reconnects_the_transferor() {
+    let _lab = serial().await;
+    let p = consulting("d5_takeback", "*1", ("uas_answer.xml", &[]), 2000).await;
+    // carol is hung up (her scenario expects the BYE); alice is back with bob.
+    p.carol.expect_success().await;
+    wait_for_bridge(&p.node, &[ALICE, BOB]).await;
+    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    p.alice.expect_success().await;
+    p.bob.expect_success().await;
+    assert_nothing_left(&p.node).await;
+}
+
+/// carol, who answers and hangs up 12 s later (after talking with alice, then with bob).
+const CAROL_TALKS: (&str, &[&str]) = ("uas_answer_then_bye.xml", &["-set", "hold_ms", "12000"]);
+
+#[tokio::test]
+async fn d6_complete_hands_the_transferee_to_the_target_and_hangs_up_the_transferor() {
+    let _lab = serial().await;
+    // alice waits for the app's BYE.
+    let p = consulting("d6_complete", "*2", CAROL_TALKS, 0).await;
+    p.alice.expect_success().await;
+    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
+    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    p.carol.expect_success().await;
+    p.bob.expect_success().await;
+    assert_nothing_left(&p.node).await;
+}
+
+#[tokio::test]
+async fn d6_threeway_joins_all_three_and_the_others_stay_when_the_transferor_leaves() {
+    let _lab = serial().await;
+    let p = consulting("d6_threeway", "*3", CAROL_TALKS, 3000).await;
+    wait_for_bridge(&p.node, &[ALICE, BOB, CAROL]).await;
+    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    p.alice.expect_success().await;
+    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
+    p.carol.expect_success().await;
+    p.bob.expect_success().await;
+    assert_nothing_left(&p.node).await;
+}
+
+#[tokio::test]
+async fn d6_swap_holds_the_target_while_the_transferor_talks_to_the_transferee() {
+    let _lab = serial().await;
+    let p = consulting("d6_swap", "*4", CAROL_TALKS, 3000).await;
+    wait_for_bridge(&p.node, &[ALICE, BOB]).await;
+    wait_for_bridge(&p.node, &[CAROL]).await;
+    wait_for_write_format(&p.node, CAROL, "gsm").await;
+    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    // alice hangs up while swapped: the transfer completes, carol's music stops.
+    p.alice.expect_success().await;
+    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
+    wait_for_write_format(&p.node, CAROL, "ulaw").await;
+    p.carol.expect_success().await;
+    p.bob.expect_success().await;
+    assert_nothing_left(&p.node).await;
+}
+
+#[tokio::test]
+async fn d7_resume_cancels_the_transfer_and_reconnects_the_transferor() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("d7_resume");
+    let _app = app(&dir, &node).await;
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // carol rings until she is cancelled: alice presses *9 (resume) 3 s after *2201, within the 4 s.
+    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
+    let alice = alice(&dir, &node, &["*2201", "*9"], 2000);
+    bob_is_held(&node).await;
+    alice.wait_logged("DTMF done 2").await;
+    carol.expect_success().await;
+    wait_for_bridge(&node, &[ALICE, BOB]).await;
+    wait_for_write_format(&node, BOB, "ulaw").await;
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&node).await;
+}
