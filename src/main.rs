@@ -45,8 +45,17 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
+            let codes = match &config.metaflows.default {
+                Some(flows) => format!(
+                    ", feature codes: {} number(s), {} pattern(s), {} endpoint set(s)",
+                    flows.numbers.len(),
+                    flows.patterns.len(),
+                    config.metaflows.endpoints.len()
+                ),
+                None => String::new(),
+            };
             println!(
-                "{}: ok ({} node(s), {} route(s))",
+                "{}: ok ({} node(s), {} route(s){codes})",
                 file.display(),
                 config.nodes.len(),
                 config.routes.len()
