@@ -46,7 +46,11 @@ fn the_shipped_configs_are_valid() {
             stderr_lines(&output)
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains(": ok (1 node(s), 1 route(s))"), "{stdout}");
+        assert!(
+            stdout
+                .contains(": ok (1 node(s), 6 route(s), feature codes: 1 number(s), 1 pattern(s)"),
+            "{stdout}"
+        );
         assert!(
             stdout.contains("ARI_PASSWORD"),
             "a missing secret is noted: {stdout}"
