@@ -29,169 +29,175 @@ recall_retries = 1
 recall_delay = 1
 "#;
 
-async fn app(dir: &std::path::Path, node: &Node) -> App {
-    let mut settings = AppSettings::for_node(node);
+/// One test's lab node, scratch directory and app (with [`METAFLOWS`] and 201 routed to carol).
+struct Setup {
+    node: Node,
+    dir: std::path::PathBuf,
+    app: App,
+}
+
+async fn setup(test: &str) -> Setup {
+    let node = lab::node(1);
+    let dir = scratch(test);
+    let mut settings = AppSettings::for_node(&node);
     settings
         .routes
         .insert(0, ("201".into(), "PJSIP/carol".into()));
     settings.extra = METAFLOWS.to_owned();
-    App::start(dir, &settings).await
+    let app = App::start(&dir, &settings).await;
+    Setup { node, dir, app }
 }
 
-/// alice calls bob (who answers and waits for the BYE) and presses `digits`, then `digits2` if given;
-/// she hangs up `hangup_after_ms` after her last digit (0: she waits for the network's BYE).
-fn alice(dir: &std::path::Path, node: &Node, digits: &[&str], hangup_after_ms: u32) -> Phone {
-    let hangup = hangup_after_ms.to_string();
-    let mut args = vec![
-        "-set",
-        "digits",
-        digits[0],
-        "-set",
-        "hangup_after_ms",
-        &hangup,
-    ];
-    if let Some(digits2) = digits.get(1) {
-        args.extend([
-            "-set",
-            "digits2",
-            digits2,
-            "-set",
-            "digits2_after_ms",
-            "3000",
-        ]);
+impl Setup {
+    /// bob answers and waits for the BYE.
+    async fn bob(&self) -> Phone {
+        Phone::callee(&self.dir, &self.node, "bob", "uas_answer.xml", &[]).await
     }
-    Phone::caller(dir, node, "dtmf_uac.xml", "bob", &args)
+
+    async fn carol(&self, scenario: &str, args: &[&str]) -> Phone {
+        Phone::callee(&self.dir, &self.node, "carol", scenario, args).await
+    }
+
+    /// alice calls bob and presses `digits`, then `digits[1]` 3 s later if given; she hangs up
+    /// `hangup_after_ms` after her last digit (0: she waits for the network's BYE).
+    fn alice(&self, digits: &[&str], hangup_after_ms: u32) -> Phone {
+        let hangup = hangup_after_ms.to_string();
+        let mut args = vec![
+            "-set",
+            "digits",
+            digits[0],
+            "-set",
+            "hangup_after_ms",
+            &hangup,
+        ];
+        if let Some(digits2) = digits.get(1) {
+            args.extend([
+                "-set",
+                "digits2",
+                digits2,
+                "-set",
+                "digits2_after_ms",
+                "3000",
+            ]);
+        }
+        Phone::caller(&self.dir, &self.node, "dtmf_uac.xml", "bob", &args)
+    }
+
+    /// bob waits on hold alone in the call's bridge, with music.
+    async fn bob_is_held(&self) {
+        wait_for_bridge(&self.node, &[BOB]).await;
+        wait_for_write_format(&self.node, BOB, "gsm").await;
+    }
+
+    /// `parties` talk in one bridge, and bob hears no music.
+    async fn talking(&self, parties: &[&str]) {
+        wait_for_bridge(&self.node, parties).await;
+        wait_for_write_format(&self.node, BOB, "ulaw").await;
+    }
+
+    /// The end of every test: the phones' scenarios passed (each got the BYE it expects or sent its own),
+    /// and nothing of the app is left.
+    async fn ends(&self, phones: Vec<Phone>) {
+        for phone in phones {
+            phone.expect_success().await;
+        }
+        assert_nothing_left(&self.node).await;
+    }
 }
 
 const BOB: &str = "PJSIP/bob-";
 const ALICE: &str = "PJSIP/alice-";
 const CAROL: &str = "PJSIP/carol-";
 
-/// bob waits on hold alone in the call's bridge, with music.
-async fn bob_is_held(node: &Node) {
-    wait_for_bridge(node, &[BOB]).await;
-    wait_for_write_format(node, BOB, "gsm").await;
+/// carol answers after `ring_ms` and hangs up `hold_ms` later.
+fn answers(ring_ms: &'static str, hold_ms: &'static str) -> [&'static str; 6] {
+    ["-set", "ring_ms", ring_ms, "-set", "hold_ms", hold_ms]
 }
 
 #[tokio::test]
 async fn d1_d2_star_two_holds_the_transferee_rings_the_target_and_hanging_up_completes() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("d1_d2_transfer");
-    let _app = app(&dir, &node).await;
-
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    // carol rings 2 s, talks with alice, then with bob, and hangs up 10 s after answering.
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "ring_ms", "2000", "-set", "hold_ms", "10000"],
-    )
-    .await;
-    let alice = alice(&dir, &node, &["*2201"], 6000);
+    let lab = setup("d1_d2_transfer").await;
+    let bob = lab.bob().await;
+    let carol = lab
+        .carol("uas_answer_then_bye.xml", &answers("2000", "10000"))
+        .await;
+    let alice = lab.alice(&["*2201"], 6000);
 
     // D1: bob hears music alone; alice, alone in the consultation bridge, hears the ringback tone.
-    bob_is_held(&node).await;
-    wait_for_bridge(&node, &[ALICE]).await;
-    wait_for_write_format(&node, ALICE, "slin").await;
+    lab.bob_is_held().await;
+    wait_for_bridge(&lab.node, &[ALICE]).await;
+    wait_for_write_format(&lab.node, ALICE, "slin").await;
     // carol answers: alice and carol talk, bob is still held.
-    wait_for_bridge(&node, &[ALICE, CAROL]).await;
-    wait_for_write_format(&node, ALICE, "ulaw").await;
-    wait_for_write_format(&node, BOB, "gsm").await;
+    wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
+    wait_for_write_format(&lab.node, ALICE, "ulaw").await;
+    wait_for_write_format(&lab.node, BOB, "gsm").await;
     // D2: alice hangs up: bob and carol are bridged, the music stops.
     alice.expect_success().await;
-    wait_for_bridge(&node, &[BOB, CAROL]).await;
-    wait_for_write_format(&node, BOB, "ulaw").await;
-    carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    lab.talking(&[BOB, CAROL]).await;
+    lab.ends(vec![carol, bob]).await;
 }
 
 #[tokio::test]
 async fn d3_the_transferor_hangs_up_while_the_target_rings_and_the_target_gets_the_transferee() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("d3_partial");
-    let _app = app(&dir, &node).await;
-
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "ring_ms", "3000", "-set", "hold_ms", "3000"],
-    )
-    .await;
+    let lab = setup("d3_partial").await;
+    let bob = lab.bob().await;
+    let carol = lab
+        .carol("uas_answer_then_bye.xml", &answers("3000", "3000"))
+        .await;
     // alice hangs up 1.5 s after her digits, while carol still rings.
-    let alice = alice(&dir, &node, &["*2201"], 1500);
-    bob_is_held(&node).await;
+    let alice = lab.alice(&["*2201"], 1500);
+    lab.bob_is_held().await;
     alice.expect_success().await;
-    wait_for_bridge(&node, &[BOB, CAROL]).await;
-    wait_for_write_format(&node, BOB, "ulaw").await;
-    carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    lab.talking(&[BOB, CAROL]).await;
+    lab.ends(vec![carol, bob]).await;
 }
 
 #[tokio::test]
 async fn d3_the_target_fails_after_the_transferor_left_and_the_transferor_is_called_back() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("d3_recall");
-    let _app = app(&dir, &node).await;
-
+    let lab = setup("d3_recall").await;
     // alice's phone takes the call back, talks with bob, and hangs up.
     let recall = Phone::callee(
-        &dir,
-        &node,
+        &lab.dir,
+        &lab.node,
         "alice",
         "uas_answer_then_bye.xml",
         &["-set", "hold_ms", "3000"],
     )
     .await;
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let bob = lab.bob().await;
     // carol never answers: she is cancelled after the target timeout (4 s).
-    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
-    let alice = alice(&dir, &node, &["*2201"], 1500);
-    bob_is_held(&node).await;
+    let carol = lab.carol("uas_ring_forever.xml", &[]).await;
+    let alice = lab.alice(&["*2201"], 1500);
+    lab.bob_is_held().await;
     alice.expect_success().await;
     carol.expect_success().await;
-    wait_for_bridge(&node, &[ALICE, BOB]).await;
-    wait_for_write_format(&node, BOB, "ulaw").await;
-    recall.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    lab.talking(&[ALICE, BOB]).await;
+    lab.ends(vec![recall, bob]).await;
 }
 
 /// D4: carol's phone runs `carol_scenario` (if carol is dialed at all) and fails; alice, still there, is
 /// back with bob, who hears no more music; she hangs up in the end.
 async fn transfer_fails(test: &str, digits: &str, carol_scenario: Option<&str>) {
-    let node = lab::node(1);
-    let dir = scratch(test);
-    let app = app(&dir, &node).await;
-
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let lab = setup(test).await;
+    let bob = lab.bob().await;
     let carol = match carol_scenario {
-        Some(scenario) => Some(Phone::callee(&dir, &node, "carol", scenario, &[]).await),
+        Some(scenario) => Some(lab.carol(scenario, &[]).await),
         None => None,
     };
-    let alice = alice(&dir, &node, &[digits], 8000);
+    let alice = lab.alice(&[digits], 8000);
     alice.wait_logged("DTMF done 1").await;
     match carol {
         Some(carol) => carol.expect_success().await,
         None => {
             tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-            assert!(app.log().contains("no route for the extension"));
+            assert!(lab.app.log().contains("no route for the extension"));
         }
     }
-    wait_for_bridge(&node, &[ALICE, BOB]).await;
-    wait_for_write_format(&node, BOB, "ulaw").await;
-    alice.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    lab.talking(&[ALICE, BOB]).await;
+    lab.ends(vec![alice, bob]).await;
 }
 
 #[tokio::test]
@@ -220,17 +226,14 @@ async fn consulting(
     carol: (&str, &[&str]),
     hangup_after_ms: u32,
 ) -> Phones {
-    let node = lab::node(1);
-    let dir = scratch(test);
-    let app = app(&dir, &node).await;
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::callee(&dir, &node, "carol", carol.0, carol.1).await;
-    let alice = alice(&dir, &node, &["*2201", code], hangup_after_ms);
-    wait_for_bridge(&node, &[ALICE, CAROL]).await;
-    wait_for_write_format(&node, BOB, "gsm").await;
+    let lab = setup(test).await;
+    let bob = lab.bob().await;
+    let carol = lab.carol(carol.0, carol.1).await;
+    let alice = lab.alice(&["*2201", code], hangup_after_ms);
+    wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
+    wait_for_write_format(&lab.node, BOB, "gsm").await;
     Phones {
-        node,
-        _app: app,
+        lab,
         alice,
         bob,
         carol,
@@ -238,8 +241,7 @@ async fn consulting(
 }
 
 struct Phones {
-    node: Node,
-    _app: App,
+    lab: Setup,
     alice: Phone,
     bob: Phone,
     carol: Phone,
@@ -251,11 +253,8 @@ async fn d5_takeback_hangs_up_the_target_and_reconnects_the_transferor() {
     let p = consulting("d5_takeback", "*1", ("uas_answer.xml", &[]), 2000).await;
     // carol is hung up (her scenario expects the BYE); alice is back with bob.
     p.carol.expect_success().await;
-    wait_for_bridge(&p.node, &[ALICE, BOB]).await;
-    wait_for_write_format(&p.node, BOB, "ulaw").await;
-    p.alice.expect_success().await;
-    p.bob.expect_success().await;
-    assert_nothing_left(&p.node).await;
+    p.lab.talking(&[ALICE, BOB]).await;
+    p.lab.ends(vec![p.alice, p.bob]).await;
 }
 
 /// carol, who answers and hangs up 12 s later (after talking with alice, then with bob).
@@ -267,59 +266,45 @@ async fn d6_complete_hands_the_transferee_to_the_target_and_hangs_up_the_transfe
     // alice waits for the app's BYE.
     let p = consulting("d6_complete", "*2", CAROL_TALKS, 0).await;
     p.alice.expect_success().await;
-    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
-    wait_for_write_format(&p.node, BOB, "ulaw").await;
-    p.carol.expect_success().await;
-    p.bob.expect_success().await;
-    assert_nothing_left(&p.node).await;
+    p.lab.talking(&[BOB, CAROL]).await;
+    p.lab.ends(vec![p.carol, p.bob]).await;
 }
 
 #[tokio::test]
 async fn d6_threeway_joins_all_three_and_the_others_stay_when_the_transferor_leaves() {
     let _lab = serial().await;
     let p = consulting("d6_threeway", "*3", CAROL_TALKS, 3000).await;
-    wait_for_bridge(&p.node, &[ALICE, BOB, CAROL]).await;
-    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    p.lab.talking(&[ALICE, BOB, CAROL]).await;
     p.alice.expect_success().await;
-    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
-    p.carol.expect_success().await;
-    p.bob.expect_success().await;
-    assert_nothing_left(&p.node).await;
+    wait_for_bridge(&p.lab.node, &[BOB, CAROL]).await;
+    p.lab.ends(vec![p.carol, p.bob]).await;
 }
 
 #[tokio::test]
 async fn d6_swap_holds_the_target_while_the_transferor_talks_to_the_transferee() {
     let _lab = serial().await;
     let p = consulting("d6_swap", "*4", CAROL_TALKS, 3000).await;
-    wait_for_bridge(&p.node, &[ALICE, BOB]).await;
-    wait_for_bridge(&p.node, &[CAROL]).await;
-    wait_for_write_format(&p.node, CAROL, "gsm").await;
-    wait_for_write_format(&p.node, BOB, "ulaw").await;
+    p.lab.talking(&[ALICE, BOB]).await;
+    wait_for_bridge(&p.lab.node, &[CAROL]).await;
+    wait_for_write_format(&p.lab.node, CAROL, "gsm").await;
     // alice hangs up while swapped: the transfer completes, carol's music stops.
     p.alice.expect_success().await;
-    wait_for_bridge(&p.node, &[BOB, CAROL]).await;
-    wait_for_write_format(&p.node, CAROL, "ulaw").await;
-    p.carol.expect_success().await;
-    p.bob.expect_success().await;
-    assert_nothing_left(&p.node).await;
+    p.lab.talking(&[BOB, CAROL]).await;
+    wait_for_write_format(&p.lab.node, CAROL, "ulaw").await;
+    p.lab.ends(vec![p.carol, p.bob]).await;
 }
 
 #[tokio::test]
 async fn d7_resume_cancels_the_transfer_and_reconnects_the_transferor() {
     let _lab = serial().await;
-    let node = lab::node(1);
-    let dir = scratch("d7_resume");
-    let _app = app(&dir, &node).await;
-    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let lab = setup("d7_resume").await;
+    let bob = lab.bob().await;
     // carol rings until she is cancelled: alice presses *9 (resume) 3 s after *2201, within the 4 s.
-    let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
-    let alice = alice(&dir, &node, &["*2201", "*9"], 2000);
-    bob_is_held(&node).await;
+    let carol = lab.carol("uas_ring_forever.xml", &[]).await;
+    let alice = lab.alice(&["*2201", "*9"], 2000);
+    lab.bob_is_held().await;
     alice.wait_logged("DTMF done 2").await;
     carol.expect_success().await;
-    wait_for_bridge(&node, &[ALICE, BOB]).await;
-    wait_for_write_format(&node, BOB, "ulaw").await;
-    alice.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&node).await;
+    lab.talking(&[ALICE, BOB]).await;
+    lab.ends(vec![alice, bob]).await;
 }
