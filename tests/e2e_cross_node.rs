@@ -73,14 +73,7 @@ async fn a3_attended_transfer_across_nodes_refer_on_the_first_calls_node() {
 
     // bob (node1) is the transferee and hangs up 5 s after answering; carol (node2) the consulted party.
     let carol = Phone::callee(&lab.dir, &lab.node2, "carol", "uas_answer.xml", &[]).await;
-    let bob = Phone::callee(
-        &lab.dir,
-        &lab.node1,
-        "bob",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "5000"],
-    )
-    .await;
+    let bob = Phone::answers_then_hangs_up(&lab.dir, &lab.node1, "bob", 0, 5000).await;
     let (consult, call_id, to_tag, from_tag) =
         consult_call(&lab.dir, &lab.node2, "a3_node1", "alice", "carol").await;
     let alice = Phone::caller(
@@ -115,14 +108,7 @@ async fn a3_attended_transfer_across_nodes_refer_on_the_consult_calls_node() {
     // The mirror: alice's held call is with bob on node1, her consult call with carol on node2, and her
     // REFER comes on the consult call (node2), naming the node1 dialog. carol hangs up in the end.
     let bob = Phone::callee(&lab.dir, &lab.node1, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::callee(
-        &lab.dir,
-        &lab.node2,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "5000"],
-    )
-    .await;
+    let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node2, "carol", 0, 5000).await;
     let (held, call_id, to_tag, from_tag) =
         consult_call(&lab.dir, &lab.node1, "a3_node2", "alice", "bob").await;
     let alice = Phone::caller(

@@ -54,8 +54,13 @@ impl Setup {
         Phone::callee(&self.dir, &self.node, "bob", "uas_answer.xml", &[]).await
     }
 
-    async fn carol(&self, scenario: &str, args: &[&str]) -> Phone {
-        Phone::callee(&self.dir, &self.node, "carol", scenario, args).await
+    async fn carol(&self, scenario: &str) -> Phone {
+        Phone::callee(&self.dir, &self.node, "carol", scenario, &[]).await
+    }
+
+    /// carol answers after `ring_ms`, and hangs up `hold_ms` later.
+    async fn carol_answers(&self, ring_ms: u32, hold_ms: u32) -> Phone {
+        Phone::answers_then_hangs_up(&self.dir, &self.node, "carol", ring_ms, hold_ms).await
     }
 
     /// alice calls bob and presses `digits`, then `digits[1]` 3 s later if given; she hangs up
@@ -109,19 +114,12 @@ const BOB: &str = "PJSIP/bob-";
 const ALICE: &str = "PJSIP/alice-";
 const CAROL: &str = "PJSIP/carol-";
 
-/// carol answers after `ring_ms` and hangs up `hold_ms` later.
-fn answers(ring_ms: &'static str, hold_ms: &'static str) -> [&'static str; 6] {
-    ["-set", "ring_ms", ring_ms, "-set", "hold_ms", hold_ms]
-}
-
 #[tokio::test]
 async fn d1_d2_star_two_holds_the_transferee_rings_the_target_and_hanging_up_completes() {
     let _lab = serial().await;
     let lab = setup("d1_d2_transfer").await;
     let bob = lab.bob().await;
-    let carol = lab
-        .carol("uas_answer_then_bye.xml", &answers("2000", "10000"))
-        .await;
+    let carol = lab.carol_answers(2000, 10000).await;
     let alice = lab.alice(&["*2201"], 6000);
 
     // D1: bob hears music alone; alice, alone in the consultation bridge, hears the ringback tone.
@@ -143,9 +141,7 @@ async fn d3_the_transferor_hangs_up_while_the_target_rings_and_the_target_gets_t
     let _lab = serial().await;
     let lab = setup("d3_partial").await;
     let bob = lab.bob().await;
-    let carol = lab
-        .carol("uas_answer_then_bye.xml", &answers("3000", "3000"))
-        .await;
+    let carol = lab.carol_answers(3000, 3000).await;
     // alice hangs up 1.5 s after her digits, while carol still rings.
     let alice = lab.alice(&["*2201"], 1500);
     lab.bob_is_held().await;
@@ -159,17 +155,10 @@ async fn d3_the_target_fails_after_the_transferor_left_and_the_transferor_is_cal
     let _lab = serial().await;
     let lab = setup("d3_recall").await;
     // alice's phone takes the call back, talks with bob, and hangs up.
-    let recall = Phone::callee(
-        &lab.dir,
-        &lab.node,
-        "alice",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "3000"],
-    )
-    .await;
+    let recall = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "alice", 0, 3000).await;
     let bob = lab.bob().await;
     // carol never answers: she is cancelled after the target timeout (4 s).
-    let carol = lab.carol("uas_ring_forever.xml", &[]).await;
+    let carol = lab.carol("uas_ring_forever.xml").await;
     let alice = lab.alice(&["*2201"], 1500);
     lab.bob_is_held().await;
     alice.expect_success().await;
@@ -184,7 +173,7 @@ async fn transfer_fails(test: &str, digits: &str, carol_scenario: Option<&str>) 
     let lab = setup(test).await;
     let bob = lab.bob().await;
     let carol = match carol_scenario {
-        Some(scenario) => Some(lab.carol(scenario, &[]).await),
+        Some(scenario) => Some(lab.carol(scenario).await),
         None => None,
     };
     let alice = lab.alice(&[digits], 8000);
@@ -218,17 +207,16 @@ async fn d4_a_misdialed_extension_changes_nothing() {
     transfer_fails("d4_misdial", "*2999", None).await;
 }
 
-/// alice consults carol (who answers at once; her phone runs `carol`), then presses `code` 3 s after her
-/// first digits; returns once alice and carol talk (bob held), before the code.
-async fn consulting(
-    test: &str,
-    code: &str,
-    carol: (&str, &[&str]),
-    hangup_after_ms: u32,
-) -> Phones {
+/// alice consults carol, who answers at once and hangs up 12 s later if `carol_hangs_up` (else she waits
+/// for the BYE); alice presses `code` 3 s after her first digits. Returns once alice and carol talk (bob
+/// held), before the code.
+async fn consulting(test: &str, code: &str, carol_hangs_up: bool, hangup_after_ms: u32) -> Phones {
     let lab = setup(test).await;
     let bob = lab.bob().await;
-    let carol = lab.carol(carol.0, carol.1).await;
+    let carol = match carol_hangs_up {
+        true => lab.carol_answers(0, 12_000).await,
+        false => lab.carol("uas_answer.xml").await,
+    };
     let alice = lab.alice(&["*2201", code], hangup_after_ms);
     wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
     wait_for_write_format(&lab.node, BOB, "gsm").await;
@@ -250,21 +238,18 @@ struct Phones {
 #[tokio::test]
 async fn d5_takeback_hangs_up_the_target_and_reconnects_the_transferor() {
     let _lab = serial().await;
-    let p = consulting("d5_takeback", "*1", ("uas_answer.xml", &[]), 2000).await;
+    let p = consulting("d5_takeback", "*1", false, 2000).await;
     // carol is hung up (her scenario expects the BYE); alice is back with bob.
     p.carol.expect_success().await;
     p.lab.talking(&[ALICE, BOB]).await;
     p.lab.ends(vec![p.alice, p.bob]).await;
 }
 
-/// carol, who answers and hangs up 12 s later (after talking with alice, then with bob).
-const CAROL_TALKS: (&str, &[&str]) = ("uas_answer_then_bye.xml", &["-set", "hold_ms", "12000"]);
-
 #[tokio::test]
 async fn d6_complete_hands_the_transferee_to_the_target_and_hangs_up_the_transferor() {
     let _lab = serial().await;
     // alice waits for the app's BYE.
-    let p = consulting("d6_complete", "*2", CAROL_TALKS, 0).await;
+    let p = consulting("d6_complete", "*2", true, 0).await;
     p.alice.expect_success().await;
     p.lab.talking(&[BOB, CAROL]).await;
     p.lab.ends(vec![p.carol, p.bob]).await;
@@ -273,7 +258,7 @@ async fn d6_complete_hands_the_transferee_to_the_target_and_hangs_up_the_transfe
 #[tokio::test]
 async fn d6_threeway_joins_all_three_and_the_others_stay_when_the_transferor_leaves() {
     let _lab = serial().await;
-    let p = consulting("d6_threeway", "*3", CAROL_TALKS, 3000).await;
+    let p = consulting("d6_threeway", "*3", true, 3000).await;
     p.lab.talking(&[ALICE, BOB, CAROL]).await;
     p.alice.expect_success().await;
     wait_for_bridge(&p.lab.node, &[BOB, CAROL]).await;
@@ -283,7 +268,7 @@ async fn d6_threeway_joins_all_three_and_the_others_stay_when_the_transferor_lea
 #[tokio::test]
 async fn d6_swap_holds_the_target_while_the_transferor_talks_to_the_transferee() {
     let _lab = serial().await;
-    let p = consulting("d6_swap", "*4", CAROL_TALKS, 3000).await;
+    let p = consulting("d6_swap", "*4", true, 3000).await;
     p.lab.talking(&[ALICE, BOB]).await;
     wait_for_bridge(&p.lab.node, &[CAROL]).await;
     wait_for_write_format(&p.lab.node, CAROL, "gsm").await;
@@ -300,7 +285,7 @@ async fn d7_resume_cancels_the_transfer_and_reconnects_the_transferor() {
     let lab = setup("d7_resume").await;
     let bob = lab.bob().await;
     // carol rings until she is cancelled: alice presses *9 (resume) 3 s after *2201, within the 4 s.
-    let carol = lab.carol("uas_ring_forever.xml", &[]).await;
+    let carol = lab.carol("uas_ring_forever.xml").await;
     let alice = lab.alice(&["*2201", "*9"], 2000);
     lab.bob_is_held().await;
     alice.wait_logged("DTMF done 2").await;

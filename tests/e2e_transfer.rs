@@ -25,14 +25,7 @@ async fn b1_blind_transfer_target_answers_and_talks_to_the_transferee() {
 
     // bob is the transferee: he stays until carol hangs up, then the app hangs him up.
     let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "2000"],
-    )
-    .await;
+    let carol = Phone::answers_then_hangs_up(&dir, &node, "carol", 0, 2000).await;
     let alice = Phone::caller(
         &dir,
         &node,
@@ -162,14 +155,7 @@ async fn a6_blind_transfer_from_the_callees_phone() {
         &["-key", "target", "carol", "-set", "expect_status", "200"],
     )
     .await;
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "2000"],
-    )
-    .await;
+    let carol = Phone::answers_then_hangs_up(&dir, &node, "carol", 0, 2000).await;
     let alice = Phone::caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
 
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
@@ -188,14 +174,7 @@ async fn attended_transfer(name: &str, swap_tags: bool) {
 
     // carol is the consulted party; bob the transferee, who hangs up once he has talked with carol.
     let carol = Phone::callee(&dir, &node, "carol", "uas_answer.xml", &[]).await;
-    let bob = Phone::callee(
-        &dir,
-        &node,
-        "bob",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "5000"],
-    )
-    .await;
+    let bob = Phone::answers_then_hangs_up(&dir, &node, "bob", 0, 5000).await;
     let (consult, call_id, to_tag, from_tag) =
         consult_call(&dir, &node, name, "alice", "carol").await;
     let (to_tag, from_tag) = if swap_tags {
@@ -301,14 +280,7 @@ async fn b5_transferee_hangs_up_while_the_target_rings() {
     let _app = app(&dir, &node, 30.0).await;
 
     // bob hangs up 3 s after answering, while carol (who never answers) rings for his transfer.
-    let bob = Phone::callee(
-        &dir,
-        &node,
-        "bob",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "3000"],
-    )
-    .await;
+    let bob = Phone::answers_then_hangs_up(&dir, &node, "bob", 0, 3000).await;
     let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
     let alice = Phone::caller(
         &dir,
@@ -344,14 +316,7 @@ async fn a6_attended_transfer_from_the_callees_phone() {
     let _app = app(&dir, &node, 30.0).await;
 
     // bob's phone consults carol first; then alice calls bob, and bob's phone transfers her to carol.
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "8000"],
-    )
-    .await;
+    let carol = Phone::answers_then_hangs_up(&dir, &node, "carol", 0, 8000).await;
     let (consult, call_id, to_tag, from_tag) =
         consult_call(&dir, &node, "a6_attended_from_callee", "bob", "carol").await;
     let bob = Phone::callee(
@@ -447,14 +412,7 @@ async fn b6_target_fails_after_the_transferer_left_and_the_transferer_is_called_
     let mut settings = AppSettings::for_node(&node);
     settings.ring_timeout_secs = 2.0;
     // alice's phone answers the call back, talks with bob, and hangs up.
-    let recall = Phone::callee(
-        &dir,
-        &node,
-        "alice",
-        "uas_answer_then_bye.xml",
-        &["-set", "hold_ms", "2000"],
-    )
-    .await;
+    let recall = Phone::answers_then_hangs_up(&dir, &node, "alice", 0, 2000).await;
     // carol never answers: the app cancels her after the ring timeout.
     let carol = ("uas_ring_forever.xml", &[][..]);
     let (_app, bob, carol, notifies) = transferer_leaves(&dir, &node, &settings, carol).await;
@@ -498,14 +456,7 @@ async fn b7_a_second_refer_while_the_first_is_pending_lets_the_first_go_on() {
 
     let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     // carol rings for a second (REFER #2 arrives meanwhile), then talks with bob and hangs up.
-    let carol = Phone::callee(
-        &dir,
-        &node,
-        "carol",
-        "uas_answer_then_bye.xml",
-        &["-set", "ring_ms", "1000", "-set", "hold_ms", "2000"],
-    )
-    .await;
+    let carol = Phone::answers_then_hangs_up(&dir, &node, "carol", 1000, 2000).await;
     // REFER #2 asks for dave. Asterisk 22 applies each progress post to both REFERs, so the app leaves
     // REFER #2 alone and both end with the first one's 200 (the scenario checks each one's final status).
     let alice = Phone::caller(

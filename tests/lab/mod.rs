@@ -534,6 +534,20 @@ impl Phone {
         Phone::start(dir, node, scenario, user, user, port, extra)
     }
 
+    /// A phone registered as `user` that answers after ringing `ring_ms` (0: the scenario's 300 ms),
+    /// talks for `hold_ms`, and hangs up.
+    pub async fn answers_then_hangs_up(
+        dir: &Path,
+        node: &Node,
+        user: &str,
+        ring_ms: u32,
+        hold_ms: u32,
+    ) -> Phone {
+        let (ring, hold) = (ring_ms.to_string(), hold_ms.to_string());
+        let args = ["-set", "ring_ms", &ring, "-set", "hold_ms", &hold];
+        Phone::callee(dir, node, user, "uas_answer_then_bye.xml", &args).await
+    }
+
     /// Alice's phone running `scenario`, calling `exten`.
     pub fn caller(dir: &Path, node: &Node, scenario: &str, exten: &str, extra: &[&str]) -> Phone {
         Phone::start(dir, node, scenario, exten, "alice", free_udp_port(), extra)
