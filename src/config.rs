@@ -757,19 +757,7 @@ ring = 2.5
         );
     }
 
-    const FLOWS: &str = r#"
-[metaflows]
-digit_timeout = 1
-listen_on = "a"
-[[metaflows.numbers]]
-number = "9"
-module = "resume"
-[[metaflows.patterns]]
-match = '2(\d+)'
-module = "transfer"
-moh = "jazz"
-target_timeout = 15
-"#;
+    const FLOWS: &str = include_str!("../tests/fixtures/metaflows.toml");
 
     #[test]
     fn metaflows_parse_with_defaults_and_per_endpoint_sets() {
@@ -790,7 +778,7 @@ target_timeout = 15
                 flow.moh.as_deref(),
                 flow.target_timeout
             ),
-            ("*1", Some("jazz"), 15_000)
+            ("*1", Some("default"), 4_000)
         );
         assert_eq!(flows.lookup("9").map(|m| m.module), Some(Module::Resume));
         assert_eq!(config.metaflows.endpoints["alice"].binding_key, '#');
@@ -824,14 +812,14 @@ target_timeout = 15
             "test.toml: metaflows.numbers[0].number: patterns[0] also matches '25'"
         );
         assert_eq!(
-            with("moh = \"jazz\"", "takeback_dtmf = \"*2\""),
+            with("moh = \"default\"", "takeback_dtmf = \"*2\""),
             "test.toml: metaflows.patterns[0].complete_dtmf: '*2' is also takeback_dtmf"
         );
         assert_eq!(
             with("listen_on = \"a\"", "binding_key = \"**\""),
             "test.toml: metaflows.binding_key: must be one DTMF character (0-9, *, #, A-D)"
         );
-        assert!(with("moh = \"jazz\"", "mho = \"jazz\"").contains("unknown field `mho`"));
+        assert!(with("moh = \"default\"", "mho = \"default\"").contains("unknown field `mho`"));
         assert!(with("listen_on = \"a\"", "listen_on = \"c\"").contains("unknown variant `c`"));
     }
 

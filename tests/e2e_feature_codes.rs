@@ -14,20 +14,7 @@ use lab::{
 
 /// The codes of these tests: `*2` + extension transfers (the target rings at most 4 s; one recall of the
 /// transferor, after 1 s), `*9` resumes; digits end 1 s after the last one.
-const METAFLOWS: &str = r#"
-[metaflows]
-digit_timeout = 1
-listen_on = "a"
-[[metaflows.numbers]]
-number = "9"
-module = "resume"
-[[metaflows.patterns]]
-match = '2(\d+)'
-module = "transfer"
-target_timeout = 4
-recall_retries = 1
-recall_delay = 1
-"#;
+const METAFLOWS: &str = include_str!("fixtures/metaflows.toml");
 
 /// One test's lab node, scratch directory and app (with [`METAFLOWS`] and 201 routed to carol).
 struct Setup {

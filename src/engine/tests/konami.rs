@@ -110,6 +110,16 @@ fn destroy(bridge: &str) -> AriRequest {
     }
 }
 
+/// What hands the transferee to `joined` (the target, or the recalled transferor): the music `held`
+/// hears stops, `joined` moves into bridge1, bridge2 goes.
+fn handed_over(joined: &str, held: &str) -> Vec<AriRequest> {
+    vec![
+        moh(held, false),
+        absorbed(BRIDGE1, &[joined]),
+        destroy(BRIDGE2),
+    ]
+}
+
 /// D1: CALLER presses `*2201`; once the digits stop, the transfer starts. Returns the engine with carol's
 /// channel dialed and ringing.
 fn ringing() -> Engine {
@@ -181,11 +191,7 @@ fn d2_the_transferor_hangs_up_after_talking_and_transferee_and_target_are_bridge
     let mut engine = talking();
     assert_eq!(
         requests(&engine.handle(6_000, stasis_end(CALLER))),
-        vec![
-            moh(TRANSFEREE, false),
-            absorbed(BRIDGE1, &[TARGET]),
-            destroy(BRIDGE2),
-        ]
+        handed_over(TARGET, TRANSFEREE)
     );
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
     // The transferred call ends like any other.
@@ -203,11 +209,7 @@ fn d3_the_transferor_hangs_up_while_the_target_rings_and_the_target_gets_the_tra
     assert_eq!(requests(&engine.handle(4_000, stasis_end(CALLER))), vec![]);
     assert_eq!(
         requests(&engine.handle(5_000, state_change(TARGET, "Up"))),
-        vec![
-            moh(TRANSFEREE, false),
-            absorbed(BRIDGE1, &[TARGET]),
-            destroy(BRIDGE2)
-        ]
+        handed_over(TARGET, TRANSFEREE)
     );
     assert_eq!(
         engine.phase_of(NODE, TRANSFEREE),
@@ -261,14 +263,7 @@ fn d3_the_recalled_transferor_gets_the_transferee() {
     engine.handle(4_500, destroyed(TARGET, 17));
     engine.handle(4_510, stasis_start("t-1-f1-r1", &["dialed"]));
     let out = requests(&engine.handle(6_000, state_change("t-1-f1-r1", "Up")));
-    assert_eq!(
-        out,
-        vec![
-            moh(TRANSFEREE, false),
-            absorbed(BRIDGE1, &["t-1-f1-r1"]),
-            destroy(BRIDGE2)
-        ]
-    );
+    assert_eq!(out, handed_over("t-1-f1-r1", TRANSFEREE));
     assert_eq!(
         engine.phase_of(NODE, "t-1-f1-r1"),
         Some(CallPhase::Connected)
@@ -374,15 +369,9 @@ fn d5_takeback_while_talking() {
 fn d6_complete_hands_the_transferee_to_the_target_and_hangs_up_the_transferor() {
     let mut engine = talking();
     let (out, _) = press(&mut engine, CALLER, "*2", 6_000);
-    assert_eq!(
-        out,
-        vec![
-            moh(TRANSFEREE, false),
-            absorbed(BRIDGE1, &[TARGET]),
-            destroy(BRIDGE2),
-            hangup_normal(CALLER),
-        ]
-    );
+    let mut expected = handed_over(TARGET, TRANSFEREE);
+    expected.push(hangup_normal(CALLER));
+    assert_eq!(out, expected);
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
     assert_eq!(requests(&engine.handle(6_500, stasis_end(CALLER))), vec![]);
 }
@@ -434,11 +423,7 @@ fn d6_swap_alternates_who_is_held_and_hanging_up_then_completes() {
     // Swapped (CALLER with TRANSFEREE, TARGET held): hanging up completes the transfer.
     assert_eq!(
         requests(&engine.handle(9_000, stasis_end(CALLER))),
-        vec![
-            moh(TARGET, false),
-            absorbed(BRIDGE1, &[TARGET]),
-            destroy(BRIDGE2)
-        ]
+        handed_over(TARGET, TARGET)
     );
     assert_eq!(
         engine.phase_of(NODE, TRANSFEREE),
