@@ -7,15 +7,23 @@
 //! a request about something gone fails with 404). Whatever the order:
 //! * no REFER is told its outcome twice, no transferer is hung up before it was told, and once the run
 //!   settles, no phone still waits for the outcome of its REFER;
+//! * once the run settles, every answered phone is in a bridge with another live phone, or hears music on
+//!   hold (a consultation in progress): nobody is left in silence;
 //! * once every phone has hung up, no channel or bridge the app created is left, and the engine forgets
 //!   every call and deadline.
+//!
+//! Calls have feature codes (`*2201` transfers to carol, `*1`..`*4` and `*9` act during that transfer), and
+//! phones press them at random too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use ari_transfer::ari::models::Event;
 use ari_transfer::ari::request::AriRequest;
-use ari_transfer::engine::{Engine, EngineConfig, Input, Output, Route};
+use ari_transfer::engine::metaflow::{ListenOn, Metaflows, Module, Pattern, TransferFlow};
+use ari_transfer::engine::{Engine, EngineConfig, Input, MetaflowConfig, Output, Route};
 use proptest::prelude::*;
+use regex::Regex;
 use serde_json::{json, Value};
 
 const NODE: &str = "node1";
@@ -46,7 +54,12 @@ enum Action {
     /// one retry of a failed request does not fail again (Asterisk failing everything is the lost-connection
     /// case, which the re-sync after reconnecting covers).
     FailNextRequest,
+    /// The n-th answered phone presses the m-th of [`PRESSED`].
+    Press(usize, usize),
 }
+
+/// What phones press: a transfer to carol (201), the consultation codes, resume, a misdial, a plain digit.
+const PRESSED: [&str; 8] = ["*2201", "*1", "*2", "*3", "*4", "*9", "*2999", "5"];
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
@@ -60,6 +73,7 @@ fn action() -> impl Strategy<Value = Action> {
         2 => ((0..8usize), (0..8usize), any::<bool>()).prop_map(|(n, m, r)| Action::AttendedRefer(n, m, r)),
         1 => (1..40_000u64).prop_map(Action::Tick),
         1 => Just(Action::FailNextRequest),
+        2 => ((0..8usize), (0..PRESSED.len())).prop_map(|(n, m)| Action::Press(n, m)),
     ]
 }
 
@@ -68,6 +82,8 @@ struct ChannelState {
     up: bool,
     /// Created by the app (dialed), as opposed to a phone calling in.
     dialed: bool,
+    /// Hears music on hold.
+    moh: bool,
 }
 
 /// What Asterisk holds, and what each REFER is owed.
@@ -76,6 +92,8 @@ struct World {
     now: u64,
     channels: BTreeMap<String, ChannelState>,
     bridges: BTreeSet<String>,
+    /// Which bridge each channel is in.
+    membership: BTreeMap<String, String>,
     pending: VecDeque<Value>,
     last_delivered: Option<Value>,
     requests: VecDeque<(ari_transfer::engine::CallKey, AriRequest)>,
@@ -108,17 +126,21 @@ impl World {
     fn new() -> World {
         let engine = Engine::new(EngineConfig {
             instance: "p".into(),
-            routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
+            routes: vec![
+                Route::new("201", "PJSIP/carol").unwrap(),
+                Route::new("[a-z]+", "PJSIP/{exten}").unwrap(),
+            ],
             ring_timeout: RING_TIMEOUT,
             recall_transferer: true,
             trunks: Vec::new(),
-            metaflows: Default::default(),
+            metaflows: feature_codes(),
         });
         World {
             engine,
             now: 0,
             channels: BTreeMap::new(),
             bridges: BTreeSet::new(),
+            membership: BTreeMap::new(),
             pending: VecDeque::new(),
             last_delivered: None,
             requests: VecDeque::new(),
@@ -201,7 +223,10 @@ impl World {
                 self.bridges.insert(bridge.clone());
                 None
             }
-            AriRequest::DestroyBridge { bridge } => missing(self.bridges.remove(bridge)),
+            AriRequest::DestroyBridge { bridge } => {
+                self.membership.retain(|_, b| b != bridge);
+                missing(self.bridges.remove(bridge))
+            }
             AriRequest::AddToBridge {
                 bridge, channels, ..
             } => {
@@ -209,23 +234,33 @@ impl World {
                     return Some(422);
                 }
                 for c in channels {
+                    self.membership.insert(c.clone(), bridge.clone());
                     self.pending.push_back(json!({"type": "ChannelEnteredBridge", "bridge": {"id": bridge}, "channel": channel(c, true)}));
                 }
                 None
             }
-            AriRequest::RemoveFromBridge { bridge, .. } => missing(self.bridges.contains(bridge)),
+            AriRequest::RemoveFromBridge { bridge, channels } => {
+                for c in channels {
+                    if self.membership.get(c) == Some(bridge) {
+                        self.membership.remove(c);
+                    }
+                }
+                missing(self.bridges.contains(bridge))
+            }
             AriRequest::PlayOnBridge { bridge, .. } => missing(self.bridges.contains(bridge)),
             AriRequest::StopPlayback { .. } => None,
-            AriRequest::PlayOnChannel { channel, .. }
-            | AriRequest::StartMoh { channel, .. }
-            | AriRequest::StopMoh { channel }
-            | AriRequest::SendDtmf { channel, .. } => missing(self.alive(channel)),
+            // Music on hold plays until it is stopped, or until anything else is played to the channel.
+            AriRequest::StartMoh { channel, .. } => self.set_moh(channel, true),
+            AriRequest::StopMoh { channel } | AriRequest::PlayOnChannel { channel, .. } => {
+                self.set_moh(channel, false)
+            }
+            AriRequest::SendDtmf { channel, .. } => missing(self.alive(channel)),
             AriRequest::CreateChannel { channel: id, .. } => {
                 self.channels.insert(
                     id.clone(),
                     ChannelState {
-                        up: false,
                         dialed: true,
+                        ..ChannelState::default()
                     },
                 );
                 self.pending.push_back(json!({"type": "StasisStart", "args": ["dialed"], "channel": channel(id, false)}));
@@ -272,11 +307,38 @@ impl World {
         }
     }
 
+    fn set_moh(&mut self, id: &str, on: bool) -> Option<u16> {
+        match self.channels.get_mut(id) {
+            Some(state) => {
+                state.moh = on;
+                None
+            }
+            None => Some(404),
+        }
+    }
+
+    /// The answered phones that are neither in a bridge with another live phone nor hear music.
+    fn in_silence(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|(_, state)| state.up && !state.moh)
+            .filter(|(id, _)| {
+                let bridge = self.membership.get(*id);
+                !self
+                    .membership
+                    .iter()
+                    .any(|(other, b)| other != *id && Some(b) == bridge && self.alive(other))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// A channel hangs up: Asterisk's events for it are queued. False if it was gone already.
     fn gone(&mut self, id: &str, cause: i32) -> bool {
         if self.channels.remove(id).is_none() {
             return false;
         }
+        self.membership.remove(id);
         // Asterisk itself sends the phone a 503 when a transferer with a pending REFER goes away.
         self.owed.remove(id);
         self.pending.push_back(
@@ -331,21 +393,21 @@ impl World {
             event: serde_json::from_value(event).unwrap(),
         };
         let outputs = self.engine.handle(self.now, input);
+        // A REFER on a channel the engine is already hanging up ends with the 503 Asterisk sends when the
+        // channel goes (or with whatever the engine posts before that): it is owed nothing more. Nothing
+        // posted is also right for a second REFER while the engine has one pending on the channel: its
+        // next terminal report ends both, so this one is owed that outcome like the first (a REFER left
+        // waiting is caught when the run settles).
+        let condemned = self
+            .requests
+            .iter()
+            .any(|(_, r)| matches!(r, AriRequest::Hangup { channel, .. } if channel == source));
+        if !condemned {
+            *self.owed.entry(source.to_owned()).or_default() += 1;
+        }
         if outputs.is_empty() {
-            // Nothing posted is right if the engine is hanging the channel up (Asterisk then tells the
-            // phone 503 itself), or for a second REFER while the engine has one pending on the channel:
-            // its next terminal report ends both, so this one is owed that outcome like the first (a
-            // REFER left waiting is caught when the run settles).
-            let condemned = self
-                .requests
-                .iter()
-                .any(|(_, r)| matches!(r, AriRequest::Hangup { channel, .. } if channel == source));
-            if !condemned {
-                *self.owed.entry(source.to_owned()).or_default() += 1;
-            }
             return;
         }
-        *self.owed.entry(source.to_owned()).or_default() += 1;
         *self.taken_on.entry(source.to_owned()).or_default() += 1;
         self.carry_out(outputs);
     }
@@ -393,6 +455,13 @@ impl World {
             }
             Action::Tick(ms) => self.tick(ms),
             Action::FailNextRequest => self.fail_next = true,
+            Action::Press(n, m) => {
+                if let Some(id) = self.nth_alive(n, |s| s.up) {
+                    for digit in PRESSED[m].chars() {
+                        self.feed_event(json!({"type": "ChannelDtmfReceived", "digit": digit.to_string(), "duration_ms": 200, "channel": channel(&id, true)}));
+                    }
+                }
+            }
         }
     }
 
@@ -429,6 +498,8 @@ fn run(actions: &[Action]) -> Result<(), TestCaseError> {
             "{channel} still waits for the outcome of {owed} REFER(s)"
         );
     }
+    let in_silence = world.in_silence();
+    prop_assert!(in_silence.is_empty(), "left in silence: {in_silence:?}");
     // Every phone hangs up.
     while let Some(id) = world.nth_alive(0, |_| true) {
         world.gone(&id, 16);
@@ -485,4 +556,64 @@ fn the_model_completes_blind_and_attended_transfers() {
     world.deliver_all();
     assert!(world.violations.is_empty(), "{:?}", world.violations);
     assert_eq!(world.engine.call_count(), 1);
+}
+
+/// The feature codes of the model's calls: `*2` + extension, resume `*9`, both legs listening.
+fn feature_codes() -> MetaflowConfig {
+    let flow = TransferFlow {
+        takeback_dtmf: "*1".into(),
+        complete_dtmf: "*2".into(),
+        threeway_dtmf: "*3".into(),
+        swap_dtmf: "*4".into(),
+        moh: None,
+        ringback: "tone:ring".into(),
+        target_timeout: 20_000,
+        recall_retries: 1,
+        recall_delay: 5_000,
+    };
+    let flows = Metaflows {
+        binding_key: '*',
+        digit_timeout: 1_000,
+        listen_on: ListenOn::Both,
+        numbers: vec![("9".into(), Module::Resume)],
+        patterns: vec![Pattern {
+            regex: Regex::new(r"^(?:2(\d+))$").unwrap(),
+            module: Module::Transfer(flow),
+        }],
+    };
+    MetaflowConfig {
+        default: Some(Arc::new(flows)),
+        endpoints: Default::default(),
+    }
+}
+
+/// The feature-code transfer the generator is meant to reach does happen: in1 presses `*2201`, carol
+/// answers, in1 hangs up, and its peer ends up bridged with carol's leg, no longer on hold.
+#[test]
+fn the_model_completes_a_feature_code_transfer() {
+    let mut world = World::new();
+    world.inbound("bob");
+    world.deliver_all();
+    world.act(&Action::Answer(0));
+    world.deliver_all();
+    world.act(&Action::Press(0, 0));
+    world.tick(1_000);
+    world.deliver_all();
+    assert!(world.channels["p-1-b"].moh, "the transferee is held");
+    world.act(&Action::Answer(0));
+    world.deliver_all();
+    world.gone("in1", 16);
+    world.settle();
+    let target = "p-1-f1-t";
+    assert_eq!(
+        world.membership.get(target).map(String::as_str),
+        Some("p-1-bridge")
+    );
+    assert_eq!(
+        world.membership.get("p-1-b").map(String::as_str),
+        Some("p-1-bridge")
+    );
+    assert!(!world.channels["p-1-b"].moh);
+    assert!(world.in_silence().is_empty());
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
 }

@@ -204,10 +204,14 @@ impl AriRequest {
     }
 
     /// Requests whose failure would leave something behind (a channel, a bridge, a phone waiting for the
-    /// outcome of its transfer): worth one more try when Asterisk fails them for another reason than 404.
+    /// outcome of its transfer, a caller never answered): worth one more try when Asterisk fails them for
+    /// another reason than 404. Answering an answered channel is harmless. (A failed bridge creation or
+    /// move is made again too, if the call still wants it: the engine decides.)
     pub fn worth_a_retry(&self) -> bool {
         match self {
-            AriRequest::Hangup { .. } | AriRequest::DestroyBridge { .. } => true,
+            AriRequest::Hangup { .. }
+            | AriRequest::DestroyBridge { .. }
+            | AriRequest::Answer { .. } => true,
             AriRequest::TransferProgress { state, .. } => state.is_terminal(),
             _ => false,
         }

@@ -95,6 +95,22 @@ impl Konami {
         }
     }
 
+    /// The bridge `leg` of the call (whose bridge is `bridge`) is meant to be in during this transfer.
+    pub fn belongs_in<'a>(&'a self, leg: Leg, bridge: &'a str) -> Option<&'a str> {
+        let consult = self.consult_bridge.as_str();
+        match (leg, self.stage) {
+            (Leg::Party(p), Stage::Swapped) if p == self.transferor => Some(bridge),
+            (Leg::Party(p), _) if p == self.transferor => Some(consult),
+            (Leg::Party(_), _) => Some(bridge),
+            (Leg::Target, Stage::Talking | Stage::Swapped) => Some(consult),
+            _ => None,
+        }
+    }
+
+    pub fn owns_bridge(&self, bridge: &str) -> bool {
+        self.consult_bridge == bridge
+    }
+
     /// For a target or recall not dialed yet: marks it dialed, and gives the party on whose behalf it is
     /// dialed (P for the target, O for a recall).
     pub fn dial_once(&mut self) -> Option<usize> {

@@ -318,7 +318,7 @@ impl Engine {
             } => {
                 if request.done_if_missing() && status == Some(404) {
                     tracing::debug!(%call, target = request.target(), "already gone");
-                } else if self.retry_once(&node, &request, status) {
+                } else if self.retry_once(&node, call, &request, status) {
                     tracing::warn!(%call, ?request, ?status, %message, "ARI request failed; trying once more");
                     out.push(Output::Ari {
                         node,
@@ -735,10 +735,24 @@ impl Engine {
     }
 
     /// Whether a failed request should be made again: once, if its failure would leave something behind
-    /// (a channel, a bridge, a phone waiting 600 s for its transfer's outcome) and the failure is not a
-    /// 404 (already gone; for a transferer, Asterisk has then told the phone 503 itself).
-    fn retry_once(&mut self, node: &NodeName, request: &AriRequest, status: Option<u16>) -> bool {
-        if !request.worth_a_retry() || status == Some(404) {
+    /// (a channel, a bridge, a phone waiting 600 s for its transfer's outcome, a party out of the bridge
+    /// its call still wants it in) and the failure is not a 404 (already gone; for a transferer, Asterisk
+    /// has then told the phone 503 itself). A move is made again only if the call that asked for it still
+    /// wants it (and a bridge is created again only for a call that still wants it): by then a transfer
+    /// may have sent the channel elsewhere, or the call may have ended, and the retry would undo that.
+    fn retry_once(
+        &mut self,
+        node: &NodeName,
+        call: CallKey,
+        request: &AriRequest,
+        status: Option<u16>,
+    ) -> bool {
+        let wanted = request.worth_a_retry()
+            || self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.still_wants(request));
+        if !wanted || status == Some(404) {
             return false;
         }
         let key = (node.clone(), request.clone());

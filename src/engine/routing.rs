@@ -193,6 +193,34 @@ impl Call {
         }
     }
 
+    /// The bridge a channel of this call is meant to be in now, if any.
+    pub fn belongs_in(&self, channel: &str) -> Option<&str> {
+        let leg = self.leg_of(channel)?;
+        match (&self.phase, leg) {
+            (_, Leg::Departing | Leg::Replaced) | (Phase::Dialing { .. }, _) => None,
+            (Phase::Connected | Phase::Threeway { .. }, _) => Some(&self.bridge),
+            (Phase::Transferring(transfer), leg) => transfer.belongs_in(leg, &self.bridge),
+            (Phase::Konami(konami), leg) => konami.belongs_in(leg, &self.bridge),
+        }
+    }
+
+    /// Whether a bridge creation or a move into a bridge that failed is still what this call wants.
+    pub fn still_wants(&self, request: &AriRequest) -> bool {
+        match request {
+            AriRequest::AddToBridge {
+                bridge, channels, ..
+            } => channels
+                .iter()
+                .all(|channel| self.belongs_in(channel) == Some(bridge.as_str())),
+            AriRequest::CreateBridge { bridge, .. } => match &self.phase {
+                Phase::Dialing { .. } => false,
+                Phase::Konami(konami) => *bridge == self.bridge || konami.owns_bridge(bridge),
+                _ => *bridge == self.bridge,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether a transfer can start now.
     pub fn is_idle_connected(&self) -> bool {
         matches!(self.phase, Phase::Connected)
@@ -365,7 +393,11 @@ impl Call {
                 name: self.key.to_string(),
             },
         );
-        self.add_to_bridge(self.bridge.clone(), self.parties.to_vec(), fx);
+        // One request per party: Asterisk refuses a whole list when one of its channels is gone, and the
+        // other party must not be kept out of the bridge by that.
+        for party in self.parties.clone() {
+            self.add_to_bridge(self.bridge.clone(), vec![party], fx);
+        }
         Flow::Continue
     }
 
@@ -500,6 +532,12 @@ impl Call {
         fx: &mut Effects,
     ) -> Flow {
         let cause = match request {
+            // A move or bridge the call no longer wants (a transfer has changed the plan since).
+            AriRequest::AddToBridge { .. } | AriRequest::CreateBridge { .. }
+                if !self.still_wants(request) =>
+            {
+                return Flow::Continue
+            }
             AriRequest::SetVariable { .. }
             | AriRequest::TransferProgress { .. }
             | AriRequest::RemoveFromBridge { .. }

@@ -164,7 +164,7 @@ fn r1_the_callee_ringing_changes_nothing() {
 fn r1_a_dial_answer_counts_as_the_answer_once() {
     let (mut engine, callee) = dialing();
     let answer = json!({"type": "Dial", "dialstatus": "ANSWER", "peer": channel(&callee)});
-    assert_eq!(requests(&engine.handle(100, event(answer))).len(), 3);
+    assert_eq!(requests(&engine.handle(100, event(answer))).len(), 4);
     assert!(engine.handle(101, state_change(&callee, "Up")).is_empty());
 }
 
@@ -184,7 +184,12 @@ fn r1_answer_bridges_both_legs_in_a_dtmf_events_bridge() {
             },
             AriRequest::AddToBridge {
                 bridge: "t-1-bridge".into(),
-                channels: vec![CALLER.into(), callee.clone()],
+                channels: vec![CALLER.into()],
+                absorb_dtmf: false,
+            },
+            AriRequest::AddToBridge {
+                bridge: "t-1-bridge".into(),
+                channels: vec![callee.clone()],
                 absorb_dtmf: false,
             },
         ]
@@ -320,23 +325,22 @@ fn a_failed_transfer_mode_variable_does_not_end_the_call() {
 }
 
 #[test]
-fn a_failed_bridge_request_releases_both_legs_and_the_bridge() {
+fn a_failed_bridge_request_is_made_again_then_releases_both_legs_and_the_bridge() {
     let (mut engine, callee) = connected();
     let add = AriRequest::AddToBridge {
         bridge: "t-1-bridge".into(),
-        channels: vec![],
+        channels: vec![CALLER.into()],
         absorb_dtmf: false,
     };
-    let out = engine.handle(
-        200,
-        Input::RequestFailed {
-            node: NODE.into(),
-            call: CallKey(1),
-            request: add,
-            status: Some(422),
-            message: "".into(),
-        },
-    );
+    let failed = || Input::RequestFailed {
+        node: NODE.into(),
+        call: CallKey(1),
+        request: add.clone(),
+        status: Some(422),
+        message: "".into(),
+    };
+    assert_eq!(requests(&engine.handle(200, failed())), vec![add.clone()]);
+    let out = engine.handle(210, failed());
     assert_eq!(
         requests(&out),
         vec![

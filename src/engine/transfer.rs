@@ -28,6 +28,7 @@
 //! | C hangs up, or the move fails (A5)      | NOTIFY 503, R (and C) hung up, bridge2 destroyed → Connected (A, S)|
 //! | A hangs up (A5)                         | NOTIFY 503, S, R and C hung up, both bridges destroyed → ended  |
 //! | S or R hangs up                         | the transfer goes on (both are hung up at the end anyway)      |
+//! | C hangs up, or the move fails, after S hung up | R (and C) hung up, A hung up (nobody left for it) → ended |
 //!
 //! Attended across nodes (A3): S's call is on node 1, the consult call (C, R) on node 2. Node 1 dials a link
 //! leg L1 through its trunk to node 2, where it arrives as L2 (its extension is a token the engine chose).
@@ -42,7 +43,7 @@
 //! | L1 entered bridge1 (S's call)           | NOTIFY 200, S hung up → Connected (A, L1); the consult call: R hung up → Connected (L2, C) |
 //! | L1 fails, ring timeout, a request of L1 or L2 fails, C or L2 hangs up | NOTIFY 503, L1 hung up → Connected (A, S); the consult call is over (C, R, L2 hung up, bridge2 destroyed) |
 //! | A hangs up                              | NOTIFY 503, S and L1 hung up → ended; the consult call is over |
-//! | S or R hangs up                         | the transfer goes on                                           |
+//! | S or R hangs up                         | the transfer goes on (if it then fails, A is hung up)          |
 //!
 //! A REFER on a call that is not idle is answered NOTIFY 603 at once, by the engine, unless it comes on the
 //! channel whose REFER is pending (B7: the phone sent a second REFER in the same dialog). Asterisk 22 posts
@@ -106,6 +107,7 @@ pub(super) enum Transfer {
         /// C, being moved into this call's bridge.
         newcomer: String,
         old_bridge: String,
+        source_gone: bool,
     },
     /// Attended across nodes, on S's call: the link leg L1 to the consult call's node.
     Remote {
@@ -114,6 +116,7 @@ pub(super) enum Transfer {
         ring_deadline: Millis,
         dialed: bool,
         answered: bool,
+        source_gone: bool,
         /// The consult call, on the other node.
         far: CallKey,
     },
@@ -178,15 +181,29 @@ impl Transfer {
 
     /// Whether the REFER of this transfer came on channel `channel` of the call, and waits for its outcome.
     fn refer_pending_on(&self, parties: &[String; 2], channel: &str) -> bool {
-        let source_gone = matches!(
-            self,
-            Transfer::Blind {
-                source_gone: true,
-                ..
-            }
-        );
         let has_refer = !matches!(self, Transfer::Linked { .. });
-        has_refer && !source_gone && parties[self.source()] == channel
+        has_refer && !self.source_gone() && parties[self.source()] == channel
+    }
+
+    /// Whether S hung up during the transfer (it then has no REFER waiting; Asterisk told it 503).
+    fn source_gone(&self) -> bool {
+        match self {
+            Transfer::Blind { source_gone, .. }
+            | Transfer::Attended { source_gone, .. }
+            | Transfer::Remote { source_gone, .. } => *source_gone,
+            Transfer::Linked { .. } => false,
+        }
+    }
+
+    /// The bridge `leg` of the call (whose bridge is `bridge`) is meant to be in during this transfer.
+    pub fn belongs_in<'a>(&self, leg: Leg, bridge: &'a str) -> Option<&'a str> {
+        match (self, leg) {
+            // S waits outside bridge1 while a blind transfer's target rings; the target joins on answer.
+            (Transfer::Blind { source, .. }, Leg::Party(p)) if p == *source => None,
+            (Transfer::Blind { .. }, Leg::Target) => None,
+            (Transfer::Remote { answered, .. }, Leg::Target) if !answered => None,
+            _ => Some(bridge),
+        }
     }
 
     fn is_blind(&self) -> bool {
@@ -309,6 +326,7 @@ impl Call {
             ring_deadline,
             dialed: false,
             answered: false,
+            source_gone: false,
             far,
         });
     }
@@ -371,19 +389,41 @@ impl Call {
         }
     }
 
-    /// S's half of a cross-node transfer failed: S stays with A, told 503; the link leg goes, and so does
-    /// the consult call.
+    /// S's half of a cross-node transfer failed: S is told 503 and stays with A (if S hung up meanwhile, A
+    /// has nobody left and is released); the link leg goes, and so does the consult call.
     fn remote_failed(&mut self, fx: &mut Effects) -> Flow {
         let Some(Transfer::Remote {
-            source, link, far, ..
+            source,
+            link,
+            far,
+            source_gone,
+            ..
         }) = self.finish_transfer(Transfer::is_remote, fx)
         else {
             return Flow::Continue;
         };
-        self.report(source, TransferProgress::Unavailable, fx);
+        if !source_gone {
+            self.report(source, TransferProgress::Unavailable, fx);
+        }
         self.release(vec![link], fx);
         fx.signal(far, LinkSignal::Failed);
-        Flow::Continue
+        self.keep_or_release_transferee(source, source_gone, fx)
+    }
+
+    /// After a failed attended transfer (S told 503 first): S keeps A; if S hung up meanwhile, A has
+    /// nobody left and is released.
+    fn keep_or_release_transferee(
+        &mut self,
+        source: usize,
+        source_gone: bool,
+        fx: &mut Effects,
+    ) -> Flow {
+        if !source_gone {
+            return Flow::Continue;
+        }
+        tracing::info!(call = %self.key, "transfer failed after the transferer left; releasing the transferee");
+        self.hang_up(1 - source, HangupCause::NORMAL_CLEARING, fx);
+        self.end(fx)
     }
 
     /// The consult call's half of a cross-node transfer failed (or was told so): the consult call is over.
@@ -416,6 +456,7 @@ impl Call {
             replaced,
             newcomer,
             old_bridge,
+            source_gone: false,
         });
     }
 
@@ -515,10 +556,14 @@ impl Call {
 
     pub(super) fn on_target_joined(&mut self, fx: &mut Effects) -> Flow {
         if let Some(Transfer::Remote {
-            source, link, far, ..
+            source,
+            link,
+            far,
+            source_gone,
+            ..
         }) = self.finish_transfer(Transfer::is_remote, fx)
         {
-            self.complete_transfer(source, link, true, fx);
+            self.complete_transfer(source, link, !source_gone, fx);
             fx.signal(far, LinkSignal::Completed);
             return Flow::Continue;
         }
@@ -527,12 +572,13 @@ impl Call {
             replaced,
             newcomer,
             old_bridge,
+            source_gone,
         }) = self.finish_transfer(Transfer::is_attended, fx)
         else {
             return Flow::Continue;
         };
         fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
-        self.complete_transfer(source, newcomer, true, fx);
+        self.complete_transfer(source, newcomer, !source_gone, fx);
         self.release(vec![replaced], fx);
         Flow::Continue
     }
@@ -611,18 +657,21 @@ impl Call {
             replaced,
             newcomer,
             old_bridge,
+            source_gone,
         }) = self.finish_transfer(Transfer::is_attended, fx)
         else {
             return Flow::Continue;
         };
-        self.report(source, TransferProgress::Unavailable, fx);
+        if !source_gone {
+            self.report(source, TransferProgress::Unavailable, fx);
+        }
         let mut leftovers = vec![replaced];
         if newcomer_alive {
             leftovers.push(newcomer);
         }
         self.release(leftovers, fx);
         fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
-        Flow::Continue
+        self.keep_or_release_transferee(source, source_gone, fx)
     }
 
     pub(super) fn on_leg_gone_in_transfer(
@@ -636,15 +685,17 @@ impl Call {
         };
         let source = transfer.source();
         match (transfer, leg) {
-            (Transfer::Blind { source_gone, .. }, Leg::Party(p)) if p == source => {
+            (
+                Transfer::Blind { source_gone, .. }
+                | Transfer::Attended { source_gone, .. }
+                | Transfer::Remote { source_gone, .. },
+                Leg::Party(p),
+            ) if p == source => {
                 *source_gone = true;
                 Flow::Continue
             }
             (Transfer::Blind { .. }, Leg::Target) => self.blind_failed(HangupCause(cause), fx),
             (Transfer::Attended { .. }, Leg::Target) => self.attended_failed(false, fx),
-            (Transfer::Attended { .. } | Transfer::Remote { .. }, Leg::Party(p)) if p == source => {
-                Flow::Continue
-            }
             (Transfer::Remote { .. }, Leg::Target) => self.remote_failed(fx),
             // R hangs up: it is replaced anyway. C or the link leg hangs up: the transfer cannot complete.
             (Transfer::Linked { .. }, Leg::Party(p)) if p == source => Flow::Continue,
@@ -662,14 +713,7 @@ impl Call {
         };
         let source = transfer.source();
         let mut leftovers = transfer.channels();
-        let source_gone = matches!(
-            transfer,
-            Transfer::Blind {
-                source_gone: true,
-                ..
-            }
-        );
-        if !source_gone {
+        if !transfer.source_gone() {
             self.report(source, TransferProgress::Unavailable, fx);
             leftovers.push(self.party(source).to_owned());
         }

@@ -55,12 +55,9 @@ fn connected_with_codes(listen_on: ListenOn) -> Engine {
     let mut engine = engine_with(listen_on);
     engine.handle(0, stasis_start(CALLER, &[]));
     engine.handle(1, stasis_start(TRANSFEREE, &["dialed"]));
-    let out = engine.handle(100, state_change(TRANSFEREE, "Up"));
-    assert!(requests(&out).contains(&AriRequest::AddToBridge {
-        bridge: BRIDGE1.into(),
-        channels: vec![CALLER.into(), TRANSFEREE.into()],
-        absorb_dtmf: true,
-    }));
+    let out = requests(&engine.handle(100, state_change(TRANSFEREE, "Up")));
+    assert!(out.contains(&absorbed(BRIDGE1, &[CALLER])));
+    assert!(out.contains(&absorbed(BRIDGE1, &[TRANSFEREE])));
     engine
 }
 
@@ -515,4 +512,25 @@ fn a_call_without_feature_codes_does_not_absorb_digits() {
     let out = engine.handle(1_000, dtmf(CALLER, '*'));
     assert_eq!(requests(&out), vec![]);
     assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn a_failed_move_is_made_again_only_while_the_call_still_wants_it() {
+    let mut engine = ringing();
+    let failed = |request: AriRequest| Input::RequestFailed {
+        node: NODE.into(),
+        call: CallKey(1),
+        request,
+        status: Some(500),
+        message: "".into(),
+    };
+    // CALLER's move into bridge1, from before the transfer: CALLER is meant to be in bridge2 now.
+    let stale = absorbed(BRIDGE1, &[CALLER]);
+    assert_eq!(requests(&engine.handle(4_000, failed(stale))), vec![]);
+    // Its move into bridge2 is what the transfer wants: made once more.
+    let wanted = absorbed(BRIDGE2, &[CALLER]);
+    assert_eq!(
+        requests(&engine.handle(4_001, failed(wanted.clone()))),
+        vec![wanted]
+    );
 }

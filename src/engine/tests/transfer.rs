@@ -543,6 +543,30 @@ fn a5_consulted_party_hangs_up_during_the_move() {
 }
 
 #[test]
+fn a5_consulted_party_hangs_up_during_the_move_after_the_transferer_left_releases_the_transferee() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    // The transferer's phone hangs up (Asterisk tells it 503), then C goes before the move completed:
+    // the transferee has nobody left, and is not left alone in bridge1.
+    assert_eq!(requests(&engine.handle(1_003, stasis_end(CALLER))), vec![]);
+    let out = engine.handle(1_005, stasis_end(CONSULTED));
+    assert_eq!(
+        requests(&out),
+        vec![
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE2.into()
+            },
+            hangup(TRANSFEREE, HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: BRIDGE1.into()
+            },
+        ]
+    );
+    assert!(ended(&out));
+    assert_eq!(engine.call_count(), 0);
+}
+
+#[test]
 fn a5_transferee_hangs_up_during_the_move() {
     let mut engine = attended_pending(CALLER, CONSULT, true);
     let out = engine.handle(1_005, stasis_end(TRANSFEREE));
