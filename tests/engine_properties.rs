@@ -13,7 +13,10 @@
 //!   every call and deadline.
 //!
 //! Calls have feature codes (`*2201` transfers to carol, `*1`..`*4` and `*9` act during that transfer), and
-//! phones press them at random too.
+//! phones press them at random too. There are two Asterisk nodes joined by trunks: two calls start on node1,
+//! one on node2, so that attended transfers happen on one node and across nodes (the model carries a
+//! link leg over the trunk like SIP does: the far leg arrives with the dialed extension, its answer answers
+//! the near leg, a hangup of either ends the other). A request sent to the wrong node fails, as it would.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,12 +24,13 @@ use std::sync::Arc;
 use ari_transfer::ari::models::Event;
 use ari_transfer::ari::request::AriRequest;
 use ari_transfer::engine::metaflow::{ListenOn, Metaflows, Module, Pattern, TransferFlow};
-use ari_transfer::engine::{Engine, EngineConfig, Input, MetaflowConfig, Output, Route};
+use ari_transfer::engine::{Engine, EngineConfig, Input, MetaflowConfig, Output, Route, Trunk};
 use proptest::prelude::*;
 use regex::Regex;
 use serde_json::{json, Value};
 
-const NODE: &str = "node1";
+const NODE1: &str = "node1";
+const NODE2: &str = "node2";
 const RING_TIMEOUT: u64 = 30_000;
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,18 @@ struct ChannelState {
     dialed: bool,
     /// Hears music on hold.
     moh: bool,
+    /// For a trunk leg: (the other node, the extension it dials there) until dialed, then the far leg.
+    trunk_to: Option<(&'static str, String)>,
+    trunk_peer: Option<String>,
+}
+
+/// What a channel's snapshots say, kept after it is gone (its last events need them).
+#[derive(Debug, Clone)]
+struct Info {
+    node: &'static str,
+    name: String,
+    call_id: String,
+    exten: String,
 }
 
 /// What Asterisk holds, and what each REFER is owed.
@@ -94,9 +110,11 @@ struct World {
     bridges: BTreeSet<String>,
     /// Which bridge each channel is in.
     membership: BTreeMap<String, String>,
-    pending: VecDeque<Value>,
-    last_delivered: Option<Value>,
-    requests: VecDeque<(ari_transfer::engine::CallKey, AriRequest)>,
+    info: HashMap<String, Info>,
+    /// Events, with the node they come from.
+    pending: VecDeque<(&'static str, Value)>,
+    last_delivered: Option<(&'static str, Value)>,
+    requests: VecDeque<(ari_transfer::engine::CallKey, String, AriRequest)>,
     fail_next: bool,
     /// Requests that failed once: their retry succeeds.
     failed: Vec<AriRequest>,
@@ -112,16 +130,6 @@ struct World {
     next_inbound: u32,
 }
 
-fn channel(id: &str, up: bool) -> Value {
-    json!({
-        "id": id,
-        "name": format!("PJSIP/{id}"),
-        "state": if up { "Up" } else { "Ring" },
-        "protocol_id": format!("{id}@test"),
-        "dialplan": {"context": "from-phones", "exten": "s", "priority": 1, "app_name": "Stasis", "app_data": ""}
-    })
-}
-
 impl World {
     fn new() -> World {
         let engine = Engine::new(EngineConfig {
@@ -132,7 +140,7 @@ impl World {
             ],
             ring_timeout: RING_TIMEOUT,
             recall_transferer: true,
-            trunks: Vec::new(),
+            trunks: vec![trunk(NODE1, NODE2), trunk(NODE2, NODE1)],
             metaflows: feature_codes(),
         });
         World {
@@ -141,6 +149,7 @@ impl World {
             channels: BTreeMap::new(),
             bridges: BTreeSet::new(),
             membership: BTreeMap::new(),
+            info: HashMap::new(),
             pending: VecDeque::new(),
             last_delivered: None,
             requests: VecDeque::new(),
@@ -159,40 +168,89 @@ impl World {
         self.carry_out(outputs);
     }
 
-    fn feed_event(&mut self, value: Value) {
+    fn feed_event(&mut self, node: &str, value: Value) {
         let event: Event = serde_json::from_value(value).unwrap();
         self.feed(Input::Event {
-            node: NODE.into(),
+            node: node.into(),
             event,
         });
     }
 
-    /// A phone calls `exten`.
-    fn inbound(&mut self, exten: &str) {
+    /// A channel's snapshot, as its node's events carry it.
+    fn snapshot(&self, id: &str, up: bool) -> Value {
+        let info = &self.info[id];
+        json!({
+            "id": id,
+            "name": info.name,
+            "state": if up { "Up" } else { "Ring" },
+            "protocol_id": info.call_id,
+            "dialplan": {"context": "from-phones", "exten": info.exten, "priority": 1, "app_name": "Stasis", "app_data": ""}
+        })
+    }
+
+    /// Queues an event of `kind` about channel `id`, from its node, with more fields.
+    fn event_about(&mut self, kind: &str, id: &str, up: bool, mut fields: Value) {
+        fields["type"] = json!(kind);
+        fields["channel"] = self.snapshot(id, up);
+        let node = self.info[id].node;
+        self.pending.push_back((node, fields));
+    }
+
+    /// A new channel on `node`.
+    fn add_channel(
+        &mut self,
+        id: &str,
+        node: &'static str,
+        name: String,
+        call_id: String,
+        exten: &str,
+        state: ChannelState,
+    ) {
+        let exten = exten.to_owned();
+        self.info.insert(
+            id.to_owned(),
+            Info {
+                node,
+                name,
+                call_id,
+                exten,
+            },
+        );
+        self.channels.insert(id.to_owned(), state);
+    }
+
+    /// A phone on `node` calls `exten`.
+    fn inbound(&mut self, exten: &str, node: &'static str) {
         self.next_inbound += 1;
         let id = format!("in{}", self.next_inbound);
-        self.channels.insert(id.clone(), ChannelState::default());
-        self.feed_event(
-            json!({"type": "StasisStart", "args": [exten], "channel": channel(&id, false)}),
-        );
+        let (name, call_id) = (format!("PJSIP/{id}"), format!("{id}@test"));
+        self.add_channel(&id, node, name, call_id, exten, ChannelState::default());
+        let start =
+            json!({"type": "StasisStart", "args": [exten], "channel": self.snapshot(&id, false)});
+        self.feed_event(node, start);
     }
 
     fn carry_out(&mut self, outputs: Vec<Output>) {
         for output in outputs {
-            if let Output::Ari { call, request, .. } = output {
-                self.requests.push_back((call, request));
+            if let Output::Ari {
+                call,
+                node,
+                request,
+            } = output
+            {
+                self.requests.push_back((call, node.to_string(), request));
             }
         }
     }
 
     /// Carries out the oldest request; a failure goes back to the engine.
     fn execute_next(&mut self) {
-        let Some((call, request)) = self.requests.pop_front() else {
+        let Some((call, node, request)) = self.requests.pop_front() else {
             return;
         };
-        if let Some(status) = self.execute(&request) {
+        if let Some(status) = self.execute(&node, &request) {
             self.feed(Input::RequestFailed {
-                node: NODE.into(),
+                node: node.as_str().into(),
                 call,
                 request,
                 status: Some(status),
@@ -205,8 +263,21 @@ impl World {
         self.channels.contains_key(id)
     }
 
-    /// Carries out one request; `Some(status)` if it fails.
-    fn execute(&mut self, request: &AriRequest) -> Option<u16> {
+    /// Whether a channel lives on `node` (a request about it sent elsewhere finds nothing).
+    fn on(&self, node: &str, id: &str) -> bool {
+        self.alive(id) && self.info[id].node == node
+    }
+
+    /// Carries out one request on `node`; `Some(status)` if it fails.
+    fn execute(&mut self, node: &str, request: &AriRequest) -> Option<u16> {
+        if let Some(channel) = Self::channel_of(request) {
+            if self.alive(channel) && !self.on(node, channel) {
+                self.violations.push(format!(
+                    "{request:?} sent to {node}, not to its channel's node"
+                ));
+                return Some(404);
+            }
+        }
         let retry = self.failed.contains(request);
         if std::mem::take(&mut self.fail_next) && !retry {
             self.failed.push(request.clone());
@@ -230,12 +301,13 @@ impl World {
             AriRequest::AddToBridge {
                 bridge, channels, ..
             } => {
-                if !self.bridges.contains(bridge) || !channels.iter().all(|c| self.alive(c)) {
+                if !self.bridges.contains(bridge) || !channels.iter().all(|c| self.on(node, c)) {
                     return Some(422);
                 }
                 for c in channels {
                     self.membership.insert(c.clone(), bridge.clone());
-                    self.pending.push_back(json!({"type": "ChannelEnteredBridge", "bridge": {"id": bridge}, "channel": channel(c, true)}));
+                    let fields = json!({"bridge": {"id": bridge}});
+                    self.event_about("ChannelEnteredBridge", c, true, fields);
                 }
                 None
             }
@@ -255,24 +327,67 @@ impl World {
                 self.set_moh(channel, false)
             }
             AriRequest::SendDtmf { channel, .. } => missing(self.alive(channel)),
-            AriRequest::CreateChannel { channel: id, .. } => {
-                self.channels.insert(
-                    id.clone(),
-                    ChannelState {
-                        dialed: true,
-                        ..ChannelState::default()
-                    },
-                );
-                self.pending.push_back(json!({"type": "StasisStart", "args": ["dialed"], "channel": channel(id, false)}));
+            AriRequest::CreateChannel {
+                channel: id,
+                endpoint,
+                ..
+            } => {
+                let node = if node == NODE1 { NODE1 } else { NODE2 };
+                // `PJSIP/<exten>@<peer node>` goes over the trunk to that node.
+                let trunk = endpoint
+                    .strip_prefix("PJSIP/")
+                    .and_then(|rest| rest.split_once('@'))
+                    .and_then(|(exten, peer)| {
+                        [NODE1, NODE2]
+                            .into_iter()
+                            .find(|n| *n == peer)
+                            .map(|n| (n, exten.to_owned()))
+                    });
+                let (name, call_id) = match &trunk {
+                    Some((peer, _)) => {
+                        (format!("PJSIP/{peer}-00000001"), format!("trunk-{id}@test"))
+                    }
+                    None => (format!("PJSIP/{id}"), format!("{id}@test")),
+                };
+                let state = ChannelState {
+                    dialed: true,
+                    trunk_to: trunk,
+                    ..ChannelState::default()
+                };
+                self.add_channel(id, node, name, call_id, "s", state);
+                self.event_about("StasisStart", id, false, json!({"args": ["dialed"]}));
                 None
             }
-            AriRequest::Dial { channel, .. }
-            | AriRequest::Ring { channel }
-            | AriRequest::SetVariable { channel, .. } => missing(self.alive(channel)),
+            AriRequest::Dial { channel, .. } => {
+                let trunk = self.channels.get(channel).and_then(|s| s.trunk_to.clone());
+                if let (Some((peer, exten)), None) = (
+                    trunk,
+                    self.channels
+                        .get(channel)
+                        .and_then(|s| s.trunk_peer.clone()),
+                ) {
+                    self.carry_over_the_trunk(node, channel, peer, &exten);
+                }
+                missing(self.alive(channel))
+            }
+            AriRequest::Ring { channel } | AriRequest::SetVariable { channel, .. } => {
+                missing(self.alive(channel))
+            }
             AriRequest::Answer { channel } => {
                 let alive = self.alive(channel);
                 if let Some(state) = self.channels.get_mut(channel) {
                     state.up = true;
+                }
+                // The far leg of a trunk call answered: so is its near leg, on the other node.
+                let near = self
+                    .channels
+                    .get(channel)
+                    .and_then(|s| s.trunk_peer.clone());
+                if let Some(near) = near.filter(|n| self.channels.get(n).is_some_and(|s| !s.up)) {
+                    if let Some(state) = self.channels.get_mut(&near) {
+                        state.up = true;
+                    }
+                    self.event_about("ChannelStateChange", &near, true, json!({}));
                 }
                 missing(alive)
             }
@@ -307,6 +422,39 @@ impl World {
         }
     }
 
+    /// The near leg `near` on `node` dialed `exten` on node `peer`: the call arrives there, in the app.
+    fn carry_over_the_trunk(&mut self, node: &str, near: &str, peer: &'static str, exten: &str) {
+        let far = format!("{near}-far");
+        let name = format!("PJSIP/{node}-00000002");
+        let call_id = self.info[near].call_id.clone();
+        let state = ChannelState {
+            trunk_peer: Some(near.to_owned()),
+            ..ChannelState::default()
+        };
+        self.add_channel(&far, peer, name, call_id, exten, state);
+        if let Some(state) = self.channels.get_mut(near) {
+            state.trunk_peer = Some(far.clone());
+        }
+        self.event_about("StasisStart", &far, false, json!({"args": []}));
+    }
+
+    /// The channel a request is about, if it is about one.
+    fn channel_of(request: &AriRequest) -> Option<&str> {
+        match request {
+            AriRequest::Dial { channel, .. }
+            | AriRequest::Ring { channel }
+            | AriRequest::Answer { channel }
+            | AriRequest::Hangup { channel, .. }
+            | AriRequest::SetVariable { channel, .. }
+            | AriRequest::TransferProgress { channel, .. }
+            | AriRequest::PlayOnChannel { channel, .. }
+            | AriRequest::StartMoh { channel, .. }
+            | AriRequest::StopMoh { channel }
+            | AriRequest::SendDtmf { channel, .. } => Some(channel),
+            _ => None,
+        }
+    }
+
     fn set_moh(&mut self, id: &str, on: bool) -> Option<u16> {
         match self.channels.get_mut(id) {
             Some(state) => {
@@ -335,18 +483,24 @@ impl World {
 
     /// A channel hangs up: Asterisk's events for it are queued. False if it was gone already.
     fn gone(&mut self, id: &str, cause: i32) -> bool {
-        if self.channels.remove(id).is_none() {
+        let Some(state) = self.channels.remove(id) else {
             return false;
-        }
+        };
         self.membership.remove(id);
         // Asterisk itself sends the phone a 503 when a transferer with a pending REFER goes away.
         self.owed.remove(id);
-        self.pending.push_back(
-            json!({"type": "ChannelHangupRequest", "cause": cause, "channel": channel(id, true)}),
+        self.event_about("ChannelHangupRequest", id, true, json!({"cause": cause}));
+        self.event_about("StasisEnd", id, true, json!({}));
+        self.event_about(
+            "ChannelDestroyed",
+            id,
+            true,
+            json!({"cause": cause, "cause_txt": ""}),
         );
-        self.pending
-            .push_back(json!({"type": "StasisEnd", "channel": channel(id, true)}));
-        self.pending.push_back(json!({"type": "ChannelDestroyed", "cause": cause, "cause_txt": "", "channel": channel(id, true)}));
+        // The other end of a trunk call is hung up by its BYE.
+        if let Some(peer) = state.trunk_peer {
+            self.gone(&peer, cause);
+        }
         true
     }
 
@@ -361,9 +515,9 @@ impl World {
     }
 
     fn deliver(&mut self) {
-        if let Some(event) = self.pending.pop_front() {
-            self.last_delivered = Some(event.clone());
-            self.feed_event(event);
+        if let Some((node, event)) = self.pending.pop_front() {
+            self.last_delivered = Some((node, event.clone()));
+            self.feed_event(node, event);
         }
     }
 
@@ -376,20 +530,22 @@ impl World {
     fn refer(&mut self, source: &str, destination: &str, replaces: Option<(&str, bool)>) {
         let mut requested = json!({"destination": destination});
         let mut refer_to = json!({});
+        let node = self.info[source].node;
         if let Some((replaced, resolved)) = replaces {
-            requested["protocol_id"] = json!(format!("{replaced}@test"));
-            if resolved {
-                refer_to["destination_channel"] = channel(replaced, true);
+            requested["protocol_id"] = json!(self.info[replaced].call_id);
+            // Asterisk resolves only a dialog it has.
+            if resolved && self.info[replaced].node == node {
+                refer_to["destination_channel"] = self.snapshot(replaced, true);
             }
         }
         refer_to["requested_destination"] = requested;
         let event = json!({
             "type": "ChannelTransfer",
             "refer_to": refer_to,
-            "referred_by": {"source_channel": channel(source, true)}
+            "referred_by": {"source_channel": self.snapshot(source, true)}
         });
         let input = Input::Event {
-            node: NODE.into(),
+            node: node.into(),
             event: serde_json::from_value(event).unwrap(),
         };
         let outputs = self.engine.handle(self.now, input);
@@ -401,7 +557,7 @@ impl World {
         let condemned = self
             .requests
             .iter()
-            .any(|(_, r)| matches!(r, AriRequest::Hangup { channel, .. } if channel == source));
+            .any(|(_, _, r)| matches!(r, AriRequest::Hangup { channel, .. } if channel == source));
         if !condemned {
             *self.owed.entry(source.to_owned()).or_default() += 1;
         }
@@ -417,8 +573,8 @@ impl World {
             Action::Deliver => self.deliver(),
             Action::Execute => self.execute_next(),
             Action::Duplicate => {
-                if let Some(event) = self.last_delivered.clone() {
-                    self.feed_event(event);
+                if let Some((node, event)) = self.last_delivered.clone() {
+                    self.feed_event(node, event);
                 }
             }
             Action::Hangup(n) => {
@@ -426,16 +582,16 @@ impl World {
                     self.gone(&id, 16);
                 }
             }
+            // A trunk leg is answered by its far end (the app on the other node), not by a phone.
             Action::Answer(n) => {
-                if let Some(id) = self.nth_alive(n, |s| s.dialed && !s.up) {
+                if let Some(id) = self.nth_alive(n, |s| s.dialed && !s.up && s.trunk_to.is_none()) {
                     if let Some(state) = self.channels.get_mut(&id) {
                         state.up = true;
                     }
-                    self.pending.push_back(
-                        json!({"type": "ChannelStateChange", "channel": channel(&id, true)}),
-                    );
+                    self.event_about("ChannelStateChange", &id, true, json!({}));
                 }
             }
+            // Failing a trunk leg is the trunk failing.
             Action::Fail(n, cause) => {
                 if let Some(id) = self.nth_alive(n, |s| s.dialed && !s.up) {
                     self.gone(&id, cause);
@@ -457,8 +613,10 @@ impl World {
             Action::FailNextRequest => self.fail_next = true,
             Action::Press(n, m) => {
                 if let Some(id) = self.nth_alive(n, |s| s.up) {
+                    let node = self.info[&id].node;
                     for digit in PRESSED[m].chars() {
-                        self.feed_event(json!({"type": "ChannelDtmfReceived", "digit": digit.to_string(), "duration_ms": 200, "channel": channel(&id, true)}));
+                        let dtmf = json!({"type": "ChannelDtmfReceived", "digit": digit.to_string(), "duration_ms": 200, "channel": self.snapshot(&id, true)});
+                        self.feed_event(node, dtmf);
                     }
                 }
             }
@@ -484,10 +642,20 @@ impl World {
     }
 }
 
-fn run(actions: &[Action]) -> Result<(), TestCaseError> {
+/// One run: three calls (two on node1, one on node2), connected first if `connected` (so that the
+/// transfers between connected calls, the ones most runs are about, come often), then `actions`.
+fn run(connected: bool, actions: &[Action]) -> Result<(), TestCaseError> {
     let mut world = World::new();
-    world.inbound("bob");
-    world.inbound("carol");
+    world.inbound("bob", NODE1);
+    world.inbound("carol", NODE1);
+    world.inbound("dave", NODE2);
+    if connected {
+        world.deliver_all();
+        while world.nth_alive(0, |s| s.dialed && !s.up).is_some() {
+            world.act(&Action::Answer(0));
+            world.deliver_all();
+        }
+    }
     for action in actions {
         world.act(action);
     }
@@ -520,8 +688,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_refer_ends_once_and_nothing_is_left(actions in prop::collection::vec(action(), 0..60)) {
-        run(&actions)?;
+    fn every_refer_ends_once_and_nothing_is_left(
+        connected in any::<bool>(),
+        actions in prop::collection::vec(action(), 0..60),
+    ) {
+        run(connected, &actions)?;
     }
 }
 
@@ -535,8 +706,8 @@ fn the_model_completes_blind_and_attended_transfers() {
         }
     };
     let mut world = World::new();
-    world.inbound("bob");
-    world.inbound("carol");
+    world.inbound("bob", NODE1);
+    world.inbound("carol", NODE1);
     world.deliver_all();
     answer_all(&mut world);
     world.refer("in1", "dave", None);
@@ -592,7 +763,7 @@ fn feature_codes() -> MetaflowConfig {
 #[test]
 fn the_model_completes_a_feature_code_transfer() {
     let mut world = World::new();
-    world.inbound("bob");
+    world.inbound("bob", NODE1);
     world.deliver_all();
     world.act(&Action::Answer(0));
     world.deliver_all();
@@ -616,4 +787,56 @@ fn the_model_completes_a_feature_code_transfer() {
     assert!(!world.channels["p-1-b"].moh);
     assert!(world.in_silence().is_empty());
     assert!(world.violations.is_empty(), "{:?}", world.violations);
+}
+
+fn trunk(node: &str, peer: &str) -> Trunk {
+    Trunk {
+        node: node.into(),
+        peer: peer.into(),
+        endpoint: peer.into(),
+    }
+}
+
+/// The cross-node transfer the generator is meant to reach does happen: in1 (node1) REFERs its call,
+/// naming in2's dialog on node2; the link leg joins both sides, and a hangup on one side ends the other.
+#[test]
+fn the_model_completes_a_transfer_across_nodes() {
+    let mut world = World::new();
+    world.inbound("bob", NODE1);
+    world.inbound("dave", NODE2);
+    world.deliver_all();
+    while world.nth_alive(0, |s| s.dialed && !s.up).is_some() {
+        world.act(&Action::Answer(0));
+        world.deliver_all();
+    }
+    world.refer("in1", "carol", Some(("in2", false)));
+    world.deliver_all();
+    assert_eq!(world.owed.get("in1"), Some(&0), "the REFER was reported");
+    let bridge_of = |world: &World, id: &str| world.membership.get(id).cloned();
+    assert_eq!(bridge_of(&world, "p-3-link").as_deref(), Some("p-1-bridge"));
+    assert_eq!(
+        bridge_of(&world, "p-3-link-far").as_deref(),
+        Some("p-2-bridge")
+    );
+    assert_eq!(bridge_of(&world, "p-1-b"), bridge_of(&world, "p-3-link"));
+    assert_eq!(
+        bridge_of(&world, "p-2-b"),
+        bridge_of(&world, "p-3-link-far")
+    );
+    world.tick(2_000);
+    world.deliver_all();
+    assert!(
+        !world.alive("in1") && !world.alive("in2"),
+        "the transferer's legs are hung up"
+    );
+    world.gone("p-1-b", 16);
+    world.settle();
+    assert!(
+        world.channels.is_empty(),
+        "left: {:?}",
+        world.channels.keys()
+    );
+    assert!(world.bridges.is_empty());
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
+    assert_eq!(world.engine.call_count(), 0);
 }

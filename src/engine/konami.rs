@@ -26,7 +26,7 @@
 //! | Recalling  | the recall fails or rings out     | retries left: RecallPause; else O hung up → ended           |
 //! | RecallPause | the pause is over                | P's phone is called again → Recalling                       |
 //! | Recalling, RecallPause | O hangs up            | the recall hung up → ended                                  |
-//! | any        | a request of the transfer fails   | as takeback (best-effort ones, like the music, change nothing) |
+//! | any        | a request of the transfer fails   | as takeback (best-effort ones, like the music, change nothing; after P hung up, nothing) |
 //!
 //! Threeway: when one of the three hangs up, the other two stay connected → Connected.
 
@@ -104,6 +104,16 @@ impl Konami {
             (Leg::Party(_), _) => Some(bridge),
             (Leg::Target, Stage::Talking | Stage::Swapped) => Some(consult),
             _ => None,
+        }
+    }
+
+    /// Whether `leg` of the call is meant to hear music on hold: O, or T while P talks to O (swapped).
+    pub fn holds(&self, leg: Leg) -> bool {
+        match (leg, self.stage) {
+            (Leg::Target, Stage::Swapped) => true,
+            (Leg::Party(_), Stage::Swapped) => false,
+            (Leg::Party(p), _) => p != self.transferor,
+            _ => false,
         }
     }
 
@@ -579,6 +589,8 @@ impl Call {
         }
         match request {
             AriRequest::Hangup { .. } | AriRequest::DestroyBridge { .. } => Flow::Continue,
+            // With P gone there is nobody to take back to: T's answer or failure decides.
+            _ if konami.transferor_gone => Flow::Continue,
             _ => self.take_back(fx),
         }
     }

@@ -618,9 +618,15 @@ impl Engine {
         consult: Consult,
         out: &mut Vec<Output>,
     ) {
+        // A transferer the consult call still gives a moment to hang up goes now: the call that would
+        // have hung it up is about to be absorbed.
+        self.with_call(now, consult.call, out, |call, fx| {
+            call.release_transferer(fx)
+        });
         let Some(absorbed) = self.calls.remove(&consult.call) else {
             return;
         };
+        absorbed.cancel_timers(&mut self.timers);
         for channel in absorbed.channels() {
             self.index.remove(&consult.node, &channel, consult.call);
         }

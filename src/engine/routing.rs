@@ -217,6 +217,18 @@ impl Call {
                 Phase::Konami(konami) => *bridge == self.bridge || konami.owns_bridge(bridge),
                 _ => *bridge == self.bridge,
             },
+            AriRequest::StartMoh { channel, .. } => self.is_held(channel),
+            AriRequest::StopMoh { channel } => {
+                self.leg_of(channel).is_some() && !self.is_held(channel)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a channel of this call is meant to hear music on hold now.
+    fn is_held(&self, channel: &str) -> bool {
+        match (&self.phase, self.leg_of(channel)) {
+            (Phase::Konami(konami), Some(leg)) => konami.holds(leg),
             _ => false,
         }
     }

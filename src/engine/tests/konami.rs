@@ -534,3 +534,23 @@ fn a_failed_move_is_made_again_only_while_the_call_still_wants_it() {
         vec![wanted]
     );
 }
+
+#[test]
+fn a_failed_request_after_the_transferor_left_does_not_take_back() {
+    let mut engine = ringing();
+    engine.handle(4_000, stasis_end(CALLER));
+    let failed = Input::RequestFailed {
+        node: NODE.into(),
+        call: CallKey(1),
+        request: absorbed(BRIDGE2, &[CALLER]),
+        status: Some(422),
+        message: "Channel not found".into(),
+    };
+    engine.handle(4_100, failed.clone());
+    assert_eq!(requests(&engine.handle(4_200, failed)), vec![]);
+    // The target still gets the transferee when it answers (D3).
+    assert_eq!(
+        requests(&engine.handle(5_000, state_change(TARGET, "Up"))),
+        handed_over(TARGET, TRANSFEREE)
+    );
+}

@@ -612,3 +612,16 @@ fn a6_attended_refer_on_the_consult_leg_moves_the_first_calls_party() {
         Some(CallPhase::Connected)
     );
 }
+
+#[test]
+fn a_transferer_still_departing_from_a_call_that_is_absorbed_is_hung_up_at_once() {
+    let mut engine = two_calls();
+    // Call 1 blind-transfers TRANSFEREE to dave: CALLER is told 200 and given a moment to hang up.
+    engine.handle(1_000, blind_refer(CALLER, "dave"));
+    engine.handle(1_001, stasis_start("t-3-t", &["dialed"]));
+    engine.handle(1_100, state_change("t-3-t", "Up"));
+    // Before that moment is over, CONSULT's phone REFERs, replacing dave's dialog: call 1 is absorbed.
+    let out = engine.handle(1_200, attended_refer(CONSULT, "t-3-t", false));
+    assert!(requests(&out).contains(&hangup(CALLER, HangupCause::NORMAL_CLEARING)));
+    assert_eq!(requests(&engine.handle_timeout(3_000)), vec![]);
+}
