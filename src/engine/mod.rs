@@ -269,18 +269,22 @@ pub struct Engine {
     /// Cross-node transfers waiting for their link leg: (the node it arrives on, the extension it
     /// dials) to the consult call it joins.
     links: HashMap<(NodeName, String), CallKey>,
+    /// How the extensions of this instance's link legs begin (letters and digits only: the dialplan's
+    /// pattern takes nothing else).
+    link_prefix: String,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
-            config,
             calls: HashMap::new(),
             index: ChannelIndex::default(),
             timers: Timers::default(),
             next_key: 1,
             retried: HashSet::new(),
             links: HashMap::new(),
+            link_prefix: format!("xfer{}n", config.instance),
+            config,
         }
     }
 
@@ -380,10 +384,9 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let channel = &start.channel;
-        let link_prefix = self.link_prefix();
         if let Some(token) = channel
             .dialed_exten()
-            .filter(|exten| exten.starts_with(&link_prefix))
+            .filter(|exten| exten.starts_with(&self.link_prefix))
         {
             let mut joined = false;
             if let Some(consult) = self.links.remove(&(node.clone(), token.to_owned())) {
@@ -444,7 +447,10 @@ impl Engine {
     /// Indexes a known channel's SIP Call-ID, unless it is a trunk leg: the two legs of a call between
     /// nodes share one Call-ID, and neither is a phone's dialog that a REFER could replace.
     fn note_call_id(&mut self, node: &NodeName, channel: &Channel) {
-        if let (Some(call_id), false) = (channel.call_id(), self.is_trunk_leg(node, channel)) {
+        let Some(call_id) = channel.call_id() else {
+            return;
+        };
+        if !self.index.has_call_id(node, &channel.id) && !self.is_trunk_leg(node, channel) {
             self.index.note_call_id(node, &channel.id, call_id);
         }
     }
@@ -662,7 +668,7 @@ impl Engine {
         };
         let dial_endpoint = trunk.endpoint.clone();
         let n = self.new_key().0;
-        let token = format!("{}{n}", self.link_prefix());
+        let token = format!("{}{n}", self.link_prefix);
         let dial = format!("PJSIP/{token}@{dial_endpoint}");
         let link = format!("{}-{n}-link", self.config.instance);
         self.links
@@ -678,14 +684,11 @@ impl Engine {
         true
     }
 
-    /// How the extensions of this instance's link legs begin (letters and digits only: the dialplan's
-    /// pattern takes nothing else).
-    fn link_prefix(&self) -> String {
-        format!("xfer{}n", self.config.instance)
-    }
-
     /// Whether a channel on `node` belongs to one of its trunk endpoints.
     fn is_trunk_leg(&self, node: &NodeName, channel: &Channel) -> bool {
+        if self.config.trunks.is_empty() {
+            return false;
+        }
         channel.endpoint().is_some_and(|endpoint| {
             self.config
                 .trunks

@@ -133,7 +133,7 @@ impl Call {
             serial: 0,
             metaflows,
             collectors: Default::default(),
-            endpoints: [caller.endpoint(), None],
+            endpoints: [None, None],
         }
     }
 
