@@ -46,7 +46,8 @@ impl ChannelIndex {
 
     /// Whether a channel's Call-ID is recorded already.
     pub fn has_call_id(&self, node: &NodeName, channel: &str) -> bool {
-        self.call_id_of.contains_key(&(node.clone(), channel.to_owned()))
+        self.call_id_of
+            .contains_key(&(node.clone(), channel.to_owned()))
     }
 
     /// Records a known channel's SIP Call-ID (seen in any snapshot of it).

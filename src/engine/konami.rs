@@ -171,20 +171,14 @@ impl Call {
         tracing::info!(call = %self.key, exten = %plan.exten, %dial, "feature code transfer");
         fx.request(
             self,
-            AriRequest::RemoveFromBridge {
-                bridge: self.bridge.clone(),
-                channels: vec![transferor.clone()],
-            },
-        );
-        self.hold(transferee, &konami.flow, fx);
-        fx.request(
-            self,
             AriRequest::CreateBridge {
                 bridge: konami.consult_bridge.clone(),
                 name: format!("{}-consult", self.key),
             },
         );
+        // One addChannel moves P out of bridge1 into bridge2.
         self.add_to_bridge(konami.consult_bridge.clone(), vec![transferor.clone()], fx);
+        self.hold(transferee, &konami.flow, fx);
         fx.request(
             self,
             AriRequest::PlayOnChannel {

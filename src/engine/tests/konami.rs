@@ -127,16 +127,12 @@ fn ringing() -> Engine {
     assert_eq!(
         requests(&engine.handle_timeout(due)),
         vec![
-            AriRequest::RemoveFromBridge {
-                bridge: BRIDGE1.into(),
-                channels: vec![CALLER.into()]
-            },
-            moh(TRANSFEREE, true),
             AriRequest::CreateBridge {
                 bridge: BRIDGE2.into(),
                 name: "call-1-consult".into()
             },
             absorbed(BRIDGE2, &[CALLER]),
+            moh(TRANSFEREE, true),
             AriRequest::PlayOnChannel {
                 channel: CALLER.into(),
                 playback: RINGBACK.into(),
@@ -553,4 +549,28 @@ fn a_failed_request_after_the_transferor_left_does_not_take_back() {
         requests(&engine.handle(5_000, state_change(TARGET, "Up"))),
         handed_over(TARGET, TRANSFEREE)
     );
+}
+
+#[test]
+fn a_refer_during_a_feature_code_transfer_is_declined() {
+    let mut engine = ringing();
+    let refer = event(json!({
+        "type": "ChannelTransfer",
+        "refer_to": {"requested_destination": {"destination": "dave"}},
+        "referred_by": {"source_channel": channel(TRANSFEREE)}
+    }));
+    assert_eq!(
+        requests(&engine.handle(4_000, refer)),
+        vec![
+            AriRequest::TransferProgress {
+                channel: TRANSFEREE.into(),
+                state: TransferProgress::Progress
+            },
+            AriRequest::TransferProgress {
+                channel: TRANSFEREE.into(),
+                state: TransferProgress::Declined
+            },
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
 }
