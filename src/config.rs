@@ -599,23 +599,42 @@ fn transfer_flow(file: &ModuleFile, key: &str) -> Result<TransferFlow, KeyError>
             ))
         }
     };
-    let flow = TransferFlow {
-        takeback_dtmf: code(&file.takeback_dtmf, "takeback_dtmf", "*1")?,
-        complete_dtmf: code(&file.complete_dtmf, "complete_dtmf", "*2")?,
-        threeway_dtmf: code(&file.threeway_dtmf, "threeway_dtmf", "*3")?,
-        swap_dtmf: code(&file.swap_dtmf, "swap_dtmf", "*4")?,
-        moh: file.moh.clone().filter(|m| !m.is_empty()),
-        ringback: file
-            .ringback
-            .clone()
-            .unwrap_or_else(|| "tone:ring".to_owned()),
-        target_timeout: millis(file.target_timeout.unwrap_or(20.0), 3600.0).ok_or_else(|| {
+    let defaults = TransferFlow::default();
+    let seconds = |value: Option<f64>, field: &str, default: u64| match value {
+        None => Ok(default),
+        Some(0.0) if field == "recall_delay" => Ok(0),
+        Some(seconds) => millis(seconds, 3600.0).ok_or_else(|| {
             (
-                format!("{key}.target_timeout"),
+                format!("{key}.{field}"),
                 "must be between 0 and 3600 seconds".to_owned(),
             )
-        })?,
-        recall_retries: match file.recall_retries.unwrap_or(2) {
+        }),
+    };
+    let flow = TransferFlow {
+        takeback_dtmf: code(
+            &file.takeback_dtmf,
+            "takeback_dtmf",
+            &defaults.takeback_dtmf,
+        )?,
+        complete_dtmf: code(
+            &file.complete_dtmf,
+            "complete_dtmf",
+            &defaults.complete_dtmf,
+        )?,
+        threeway_dtmf: code(
+            &file.threeway_dtmf,
+            "threeway_dtmf",
+            &defaults.threeway_dtmf,
+        )?,
+        swap_dtmf: code(&file.swap_dtmf, "swap_dtmf", &defaults.swap_dtmf)?,
+        moh: file.moh.clone().filter(|m| !m.is_empty()),
+        ringback: file.ringback.clone().unwrap_or(defaults.ringback),
+        target_timeout: seconds(
+            file.target_timeout,
+            "target_timeout",
+            defaults.target_timeout,
+        )?,
+        recall_retries: match file.recall_retries.unwrap_or(defaults.recall_retries) {
             n @ 0..=10 => n,
             _ => {
                 return Err((
@@ -624,15 +643,7 @@ fn transfer_flow(file: &ModuleFile, key: &str) -> Result<TransferFlow, KeyError>
                 ))
             }
         },
-        recall_delay: match file.recall_delay.unwrap_or(10.0) {
-            0.0 => 0,
-            seconds => millis(seconds, 3600.0).ok_or_else(|| {
-                (
-                    format!("{key}.recall_delay"),
-                    "must be between 0 and 3600 seconds".to_owned(),
-                )
-            })?,
-        },
+        recall_delay: seconds(file.recall_delay, "recall_delay", defaults.recall_delay)?,
     };
     let codes = [
         ("takeback_dtmf", &flow.takeback_dtmf),

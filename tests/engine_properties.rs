@@ -270,7 +270,10 @@ impl World {
 
     /// Carries out one request on `node`; `Some(status)` if it fails.
     fn execute(&mut self, node: &str, request: &AriRequest) -> Option<u16> {
-        if let Some(channel) = Self::channel_of(request) {
+        if let Some(channel) = request
+            .channel()
+            .filter(|_| !matches!(request, AriRequest::CreateChannel { .. }))
+        {
             if self.alive(channel) && !self.on(node, channel) {
                 self.violations.push(format!(
                     "{request:?} sent to {node}, not to its channel's node"
@@ -436,23 +439,6 @@ impl World {
             state.trunk_peer = Some(far.clone());
         }
         self.event_about("StasisStart", &far, false, json!({"args": []}));
-    }
-
-    /// The channel a request is about, if it is about one.
-    fn channel_of(request: &AriRequest) -> Option<&str> {
-        match request {
-            AriRequest::Dial { channel, .. }
-            | AriRequest::Ring { channel }
-            | AriRequest::Answer { channel }
-            | AriRequest::Hangup { channel, .. }
-            | AriRequest::SetVariable { channel, .. }
-            | AriRequest::TransferProgress { channel, .. }
-            | AriRequest::PlayOnChannel { channel, .. }
-            | AriRequest::StartMoh { channel, .. }
-            | AriRequest::StopMoh { channel }
-            | AriRequest::SendDtmf { channel, .. } => Some(channel),
-            _ => None,
-        }
     }
 
     fn set_moh(&mut self, id: &str, on: bool) -> Option<u16> {
@@ -732,15 +718,9 @@ fn the_model_completes_blind_and_attended_transfers() {
 /// The feature codes of the model's calls: `*2` + extension, resume `*9`, both legs listening.
 fn feature_codes() -> MetaflowConfig {
     let flow = TransferFlow {
-        takeback_dtmf: "*1".into(),
-        complete_dtmf: "*2".into(),
-        threeway_dtmf: "*3".into(),
-        swap_dtmf: "*4".into(),
-        moh: None,
-        ringback: "tone:ring".into(),
-        target_timeout: 20_000,
         recall_retries: 1,
         recall_delay: 5_000,
+        ..TransferFlow::default()
     };
     let flows = Metaflows {
         binding_key: '*',

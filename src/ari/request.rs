@@ -178,6 +178,13 @@ impl AriRequest {
             | AriRequest::RemoveFromBridge { bridge, .. }
             | AriRequest::PlayOnBridge { bridge, .. } => bridge,
             AriRequest::StopPlayback { playback } => playback,
+            _ => self.channel().unwrap_or_default(),
+        }
+    }
+
+    /// The channel this request acts on, for requests about one channel.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
             AriRequest::CreateChannel { channel, .. }
             | AriRequest::Dial { channel, .. }
             | AriRequest::Ring { channel }
@@ -188,7 +195,8 @@ impl AriRequest {
             | AriRequest::PlayOnChannel { channel, .. }
             | AriRequest::StartMoh { channel, .. }
             | AriRequest::StopMoh { channel }
-            | AriRequest::SendDtmf { channel, .. } => channel,
+            | AriRequest::SendDtmf { channel, .. } => Some(channel),
+            _ => None,
         }
     }
 

@@ -62,6 +62,24 @@ pub struct TransferFlow {
     pub recall_delay: Millis,
 }
 
+/// The defaults of the `transfer` module: Asterisk's atxfer codes, the ring tone, a 20 s target, two
+/// recalls 10 s apart (Asterisk's atxfercallbackretries and atxferloopdelay).
+impl Default for TransferFlow {
+    fn default() -> Self {
+        TransferFlow {
+            takeback_dtmf: "*1".into(),
+            complete_dtmf: "*2".into(),
+            threeway_dtmf: "*3".into(),
+            swap_dtmf: "*4".into(),
+            moh: None,
+            ringback: "tone:ring".into(),
+            target_timeout: 20_000,
+            recall_retries: 2,
+            recall_delay: 10_000,
+        }
+    }
+}
+
 /// What a feature code does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Module {
@@ -196,17 +214,7 @@ mod tests {
     use super::*;
 
     fn flow() -> TransferFlow {
-        TransferFlow {
-            takeback_dtmf: "*1".into(),
-            complete_dtmf: "*2".into(),
-            threeway_dtmf: "*3".into(),
-            swap_dtmf: "*4".into(),
-            moh: None,
-            ringback: "tone:ring".into(),
-            target_timeout: 20_000,
-            recall_retries: 2,
-            recall_delay: 10_000,
-        }
+        TransferFlow::default()
     }
 
     fn flows() -> Metaflows {

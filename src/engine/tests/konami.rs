@@ -16,15 +16,8 @@ const TARGET: &str = "t-1-f1-t";
 
 fn transfer_flow() -> TransferFlow {
     TransferFlow {
-        takeback_dtmf: "*1".into(),
-        complete_dtmf: "*2".into(),
-        threeway_dtmf: "*3".into(),
-        swap_dtmf: "*4".into(),
         moh: Some("jazz".into()),
-        ringback: "tone:ring".into(),
-        target_timeout: 20_000,
-        recall_retries: 2,
-        recall_delay: 10_000,
+        ..TransferFlow::default()
     }
 }
 
