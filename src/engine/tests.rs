@@ -60,6 +60,17 @@ fn hangup_request(id: &str) -> Input {
     event(json!({"type": "ChannelHangupRequest", "cause": 16, "channel": channel(id)}))
 }
 
+/// Asterisk failed `request` of call 1 with `status`.
+fn failed(request: AriRequest, status: u16) -> Input {
+    Input::RequestFailed {
+        node: NODE.into(),
+        call: CallKey(1),
+        request,
+        status: Some(status),
+        message: "model".into(),
+    }
+}
+
 fn requests(outputs: &[Output]) -> Vec<AriRequest> {
     outputs
         .iter()

@@ -306,16 +306,7 @@ fn d4_a_target_that_cannot_be_created_reconnects() {
         originator: Some(CALLER.into()),
         variables: vec![(TRANSFER_HANDLING_VAR.into(), "ari-only".into())],
     };
-    let out = engine.handle(
-        4_100,
-        Input::RequestFailed {
-            node: NODE.into(),
-            call: CallKey(1),
-            request: create,
-            status: Some(500),
-            message: "Allocation failed".into(),
-        },
-    );
+    let out = engine.handle(4_100, failed(create, 500));
     let mut out = requests(&out);
     assert_eq!(out.remove(0), hangup(TARGET, HangupCause::UNALLOCATED));
     assert_eq!(out, reconnected_from_ringing());
@@ -506,20 +497,13 @@ fn a_call_without_feature_codes_does_not_absorb_digits() {
 #[test]
 fn a_failed_move_is_made_again_only_while_the_call_still_wants_it() {
     let mut engine = ringing();
-    let failed = |request: AriRequest| Input::RequestFailed {
-        node: NODE.into(),
-        call: CallKey(1),
-        request,
-        status: Some(500),
-        message: "".into(),
-    };
     // CALLER's move into bridge1, from before the transfer: CALLER is meant to be in bridge2 now.
     let stale = absorbed(BRIDGE1, &[CALLER]);
-    assert_eq!(requests(&engine.handle(4_000, failed(stale))), vec![]);
+    assert_eq!(requests(&engine.handle(4_000, failed(stale, 500))), vec![]);
     // Its move into bridge2 is what the transfer wants: made once more.
     let wanted = absorbed(BRIDGE2, &[CALLER]);
     assert_eq!(
-        requests(&engine.handle(4_001, failed(wanted.clone()))),
+        requests(&engine.handle(4_001, failed(wanted.clone(), 500))),
         vec![wanted]
     );
 }
@@ -528,15 +512,9 @@ fn a_failed_move_is_made_again_only_while_the_call_still_wants_it() {
 fn a_failed_request_after_the_transferor_left_does_not_take_back() {
     let mut engine = ringing();
     engine.handle(4_000, stasis_end(CALLER));
-    let failed = Input::RequestFailed {
-        node: NODE.into(),
-        call: CallKey(1),
-        request: absorbed(BRIDGE2, &[CALLER]),
-        status: Some(422),
-        message: "Channel not found".into(),
-    };
-    engine.handle(4_100, failed.clone());
-    assert_eq!(requests(&engine.handle(4_200, failed)), vec![]);
+    let move_in = || failed(absorbed(BRIDGE2, &[CALLER]), 422);
+    engine.handle(4_100, move_in());
+    assert_eq!(requests(&engine.handle(4_200, move_in())), vec![]);
     // The target still gets the transferee when it answers (D3).
     assert_eq!(
         requests(&engine.handle(5_000, state_change(TARGET, "Up"))),
