@@ -65,67 +65,65 @@ fn replaces<'a>(
     ]
 }
 
-#[tokio::test]
-async fn a3_attended_transfer_across_nodes_refer_on_the_first_calls_node() {
-    let _lab = serial().await;
-    let lab = two_nodes("a3_refer_on_node1");
+/// A3: alice's call to `held.1` is on node `held.0`, her consult call to `consulted.1` on the other node,
+/// and her REFER comes on the held call, naming the consult dialog. Afterwards `held.1` talks to
+/// `consulted.1` through the link leg (checked on both nodes), hangs up 5 s after answering, and the link
+/// leg's BYE ends the other side; alice is told 200 and both her legs are hung up.
+async fn attended_across(
+    lab: &TwoNodes,
+    held: (&Node, &str),
+    consulted: (&Node, &str),
+    test: &str,
+) {
     let _app = lab.app().await;
-
-    // bob (node1) is the transferee and hangs up 5 s after answering; carol (node2) the consulted party.
-    let carol = Phone::callee(&lab.dir, &lab.node2, "carol", "uas_answer.xml", &[]).await;
-    let bob = Phone::answers_then_hangs_up(&lab.dir, &lab.node1, "bob", 0, 5000).await;
+    let stays = Phone::answers_then_hangs_up(&lab.dir, held.0, held.1, 0, 5000).await;
+    let far = Phone::callee(&lab.dir, consulted.0, consulted.1, "uas_answer.xml", &[]).await;
     let (consult, call_id, to_tag, from_tag) =
-        consult_call(&lab.dir, &lab.node2, "a3_node1", "alice", "carol").await;
+        consult_call(&lab.dir, consulted.0, test, "alice", consulted.1).await;
     let alice = Phone::caller(
         &lab.dir,
-        &lab.node1,
+        held.0,
         "xfer_uac_attended.xml",
-        "bob",
-        &replaces("carol", (&call_id, &to_tag, &from_tag), "200"),
+        held.1,
+        &replaces(consulted.1, (&call_id, &to_tag, &from_tag), "200"),
     );
 
-    // The media path: bob and the link leg on node1, the link leg and carol on node2.
-    wait_for_bridge(&lab.node1, &["PJSIP/bob-", "PJSIP/node2-"]).await;
-    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
+    // The media path: on each node its phone and the link leg (named after the other node).
+    let (near, away) = (
+        format!("PJSIP/{}-", held.1),
+        format!("PJSIP/{}-", consulted.1),
+    );
+    let (to_far, to_near) = (
+        format!("PJSIP/{}-", consulted.0.name),
+        format!("PJSIP/{}-", held.0.name),
+    );
+    wait_for_bridge(held.0, &[&near, &to_far]).await;
+    wait_for_bridge(consulted.0, &[&away, &to_near]).await;
     assert_eq!(
         alice.finish().await,
         notified(200),
         "alice is told 200, then hung up"
     );
     consult.expect_success().await;
-    // bob hangs up; the link leg goes, and carol is hung up on node2 (her scenario expects the BYE).
-    bob.expect_success().await;
-    carol.expect_success().await;
+    stays.expect_success().await;
+    far.expect_success().await;
     lab.nothing_left().await;
+}
+
+#[tokio::test]
+async fn a3_attended_transfer_across_nodes_refer_on_the_first_calls_node() {
+    let _lab = serial().await;
+    let lab = two_nodes("a3_refer_on_node1");
+    // bob (node1) is the transferee; carol (node2) the consulted party.
+    attended_across(&lab, (&lab.node1, "bob"), (&lab.node2, "carol"), "a3_node1").await;
 }
 
 #[tokio::test]
 async fn a3_attended_transfer_across_nodes_refer_on_the_consult_calls_node() {
     let _lab = serial().await;
     let lab = two_nodes("a3_refer_on_node2");
-    let _app = lab.app().await;
-
-    // The mirror: alice's held call is with bob on node1, her consult call with carol on node2, and her
-    // REFER comes on the consult call (node2), naming the node1 dialog. carol hangs up in the end.
-    let bob = Phone::callee(&lab.dir, &lab.node1, "bob", "uas_answer.xml", &[]).await;
-    let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node2, "carol", 0, 5000).await;
-    let (held, call_id, to_tag, from_tag) =
-        consult_call(&lab.dir, &lab.node1, "a3_node2", "alice", "bob").await;
-    let alice = Phone::caller(
-        &lab.dir,
-        &lab.node2,
-        "xfer_uac_attended.xml",
-        "carol",
-        &replaces("bob", (&call_id, &to_tag, &from_tag), "200"),
-    );
-
-    wait_for_bridge(&lab.node2, &["PJSIP/carol-", "PJSIP/node1-"]).await;
-    wait_for_bridge(&lab.node1, &["PJSIP/bob-", "PJSIP/node2-"]).await;
-    assert_eq!(alice.finish().await, notified(200));
-    held.expect_success().await;
-    carol.expect_success().await;
-    bob.expect_success().await;
-    lab.nothing_left().await;
+    // The mirror: the REFER comes on node2 (alice's call with carol), naming her dialog with bob on node1.
+    attended_across(&lab, (&lab.node2, "carol"), (&lab.node1, "bob"), "a3_node2").await;
 }
 
 #[tokio::test]
