@@ -7,8 +7,8 @@
 mod lab;
 
 use lab::{
-    ari_get, ari_variable, assert_nothing_left, consult_call, eventually, notified, scratch,
-    serial, wait_for_bridge, App, AppSettings, Node, Phone,
+    ari_get, ari_variable, assert_nothing_left, consult_call, eventually, notified, replaces,
+    scratch, serial, wait_for_bridge, App, AppSettings, Node, Phone,
 };
 
 struct TwoNodes {
@@ -38,31 +38,6 @@ impl TwoNodes {
         assert_nothing_left(&self.node1).await;
         assert_nothing_left(&self.node2).await;
     }
-}
-
-/// `-key`s for an attended REFER whose Replaces names the given dialog, expecting `status`.
-fn replaces<'a>(
-    target: &'a str,
-    (call_id, to_tag, from_tag): (&'a str, &'a str, &'a str),
-    status: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "-key",
-        "target",
-        target,
-        "-key",
-        "replaces_call_id",
-        call_id,
-        "-key",
-        "replaces_to_tag",
-        to_tag,
-        "-key",
-        "replaces_from_tag",
-        from_tag,
-        "-set",
-        "expect_status",
-        status,
-    ]
 }
 
 /// A3: alice's call to `held.1` is on node `held.0`, her consult call to `consulted.1` on the other node,

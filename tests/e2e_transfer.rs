@@ -5,12 +5,16 @@
 
 mod lab;
 
+use std::path::Path;
+use std::time::Duration;
+
+use lab::proxy::AriProxy;
 use lab::{
-    assert_nothing_left, consult_call, notified, scratch, serial, wait_for_bridge, App,
-    AppSettings, Node, Phone,
+    assert_nothing_left, bridges_by_channel_name, channel_id_named, consult_call, eventually,
+    notified, replaces, scratch, serial, wait_for_bridge, App, AppSettings, Node, Phone,
 };
 
-async fn app(dir: &std::path::Path, node: &Node, ring_timeout_secs: f64) -> App {
+async fn app(dir: &Path, node: &Node, ring_timeout_secs: f64) -> App {
     let mut settings = AppSettings::for_node(node);
     settings.ring_timeout_secs = ring_timeout_secs;
     App::start(dir, &settings).await
@@ -187,23 +191,7 @@ async fn attended_transfer(name: &str, swap_tags: bool) {
         &node,
         "xfer_uac_attended.xml",
         "bob",
-        &[
-            "-key",
-            "target",
-            "carol",
-            "-key",
-            "replaces_call_id",
-            &call_id,
-            "-key",
-            "replaces_to_tag",
-            &to_tag,
-            "-key",
-            "replaces_from_tag",
-            &from_tag,
-            "-set",
-            "expect_status",
-            "200",
-        ],
+        &replaces("carol", (&call_id, &to_tag, &from_tag), "200"),
     );
 
     wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
@@ -238,38 +226,135 @@ async fn a4_attended_transfer_to_an_unknown_dialog_gives_503_and_changes_nothing
     let _app = app(&dir, &node, 30.0).await;
 
     let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_attended.xml",
-        "bob",
-        &[
-            "-key",
-            "target",
-            "carol",
-            "-key",
-            "replaces_call_id",
-            "nosuchcall%40127.0.0.1",
-            "-key",
-            "replaces_to_tag",
-            "nosuchtag",
-            "-key",
-            "replaces_from_tag",
-            "nosuchtag2",
-            "-set",
-            "expect_status",
-            "503",
-            "-set",
-            "talk_after_ms",
-            "1500",
-        ],
-    );
+    let unknown = ("nosuchcall%40127.0.0.1", "nosuchtag", "nosuchtag2");
+    let mut keys = replaces("carol", unknown, "503");
+    keys.extend(["-set", "talk_after_ms", "1500"]);
+    let alice = Phone::caller(&dir, &node, "xfer_uac_attended.xml", "bob", &keys);
 
     alice.wait_logged("TRANSFER result").await;
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
     assert_eq!(alice.finish().await, notified(503));
     bob.expect_success().await;
     assert_nothing_left(&node).await;
+}
+
+/// How long the party that hangs up in an A5 test talks before it does: well after the REFER (sent 500 ms
+/// after alice's call is answered), and well within the app's 10 s timeout of the move held meanwhile.
+const A5_HANGUP_MS: u32 = 4500;
+
+/// A5: alice, talking with bob, has consulted carol and transfers bob to her (attended REFER). The app's
+/// move (carol's addChannel into bob's bridge) is held in a proxy in front of ARI until `hangs_up` (bob or
+/// carol) has hung up by itself and the app has decided to tell alice 503; only then does the move reach
+/// Asterisk, too late. Returns once alice has the result.
+async fn attended_move_interrupted(name: &str, hangs_up: &str) -> MoveInterrupted {
+    let node = lab::node(1);
+    let dir = scratch(name);
+    let proxy = AriProxy::start(&node).await;
+    let mut settings = AppSettings::for_node(&node);
+    settings.nodes[0].1 = proxy.url.clone();
+    let app = App::start(&dir, &settings).await;
+
+    let carol = a5_party(&dir, &node, "carol", hangs_up).await;
+    let bob = a5_party(&dir, &node, "bob", hangs_up).await;
+    let (consult, call_id, to_tag, from_tag) =
+        consult_call(&dir, &node, name, "alice", "carol").await;
+    let carol_channel = channel_id_named(&node, "PJSIP/carol-").await;
+    let mut move_request = proxy.hold(&["/addChannel?", &carol_channel]);
+    let mut keys = replaces("carol", (&call_id, &to_tag, &from_tag), "503");
+    keys.extend([
+        "-set",
+        "xfer_after_ms",
+        "500",
+        "-set",
+        "talk_after_ms",
+        "1500",
+    ]);
+    let alice = Phone::caller(&dir, &node, "xfer_uac_attended.xml", "bob", &keys);
+
+    move_request.arrived().await;
+    // The app's log up to its decision to tell alice 503.
+    let until_503 = || {
+        let log = app.log();
+        let end = log.find("transfer ended")?;
+        let line_end = end + log[end..].find('\n')?;
+        log[end..line_end]
+            .contains("status=503")
+            .then(|| log[..line_end].to_owned())
+    };
+    let what = format!("the app to end the transfer with 503 after {hangs_up} hung up");
+    let log = eventually(Duration::from_secs(15), &what, || async { until_503() }).await;
+    assert!(
+        !log.contains("ARI request failed"),
+        "the app decides on the hangup, while its move is still held:\n{log}"
+    );
+    move_request.release();
+    alice.wait_logged("TRANSFER result").await;
+    MoveInterrupted {
+        node,
+        _app: app,
+        _proxy: proxy,
+        phones: [alice, consult, bob, carol],
+    }
+}
+
+/// An A5 test after the move: the app and its proxy still running, and the phones (alice, alice's consult
+/// leg, bob, carol).
+struct MoveInterrupted {
+    node: Node,
+    _app: App,
+    _proxy: AriProxy,
+    phones: [Phone; 4],
+}
+
+impl MoveInterrupted {
+    /// alice was told 503, every phone's scenario passed (each expects its BYE or sends its own), and
+    /// nothing is left.
+    async fn finish(self) {
+        let [alice, consult, bob, carol] = self.phones;
+        assert_eq!(alice.finish().await, notified(503));
+        consult.expect_success().await;
+        carol.expect_success().await;
+        bob.expect_success().await;
+        assert_nothing_left(&self.node).await;
+    }
+}
+
+/// A party of an A5 test: it answers, and hangs up by itself if it is the one that `hangs_up`.
+async fn a5_party(dir: &Path, node: &Node, user: &str, hangs_up: &str) -> Phone {
+    if user == hangs_up {
+        Phone::answers_then_hangs_up(dir, node, user, 0, A5_HANGUP_MS).await
+    } else {
+        Phone::callee(dir, node, user, "uas_answer.xml", &[]).await
+    }
+}
+
+#[tokio::test]
+async fn a5_target_hangs_up_during_the_attended_move_gives_503_and_the_transferer_back() {
+    let _lab = serial().await;
+    let lab = attended_move_interrupted("a5_target_hangs_up", "carol").await;
+
+    // alice is back with bob (her consult leg is hung up), and hangs up herself after talking.
+    let bob_again = ["PJSIP/alice-", "PJSIP/bob-"];
+    eventually(
+        Duration::from_secs(5),
+        "alice and bob to be the only bridge",
+        || async {
+            let bridges = bridges_by_channel_name(&lab.node).await;
+            let only = matches!(&bridges[..], [names] if names.len() == 2
+                && names.iter().zip(bob_again).all(|(n, p)| n.starts_with(p)));
+            only.then_some(())
+        },
+    )
+    .await;
+    lab.finish().await;
+}
+
+#[tokio::test]
+async fn a5_transferee_hangs_up_during_the_attended_move_gives_503_and_ends_everything() {
+    let _lab = serial().await;
+    let lab = attended_move_interrupted("a5_transferee_hangs_up", "bob").await;
+    // Nobody is left to transfer: alice (both legs) and carol are hung up by the app.
+    lab.finish().await;
 }
 
 #[tokio::test]
@@ -324,25 +409,10 @@ async fn a6_attended_transfer_from_the_callees_phone() {
         &node,
         "bob",
         "xfer_uas_attended.xml",
-        &[
-            "-key",
-            "target",
-            "carol",
-            "-key",
-            "replaces_call_id",
-            &call_id,
-            "-key",
-            "replaces_to_tag",
-            &to_tag,
-            "-key",
-            "replaces_from_tag",
-            &from_tag,
-            "-set",
-            "expect_status",
-            "200",
-        ],
+        &replaces("carol", (&call_id, &to_tag, &from_tag), "200"),
     )
     .await;
+
     let alice = Phone::caller(&dir, &node, "uac_talk_until_bye.xml", "bob", &[]);
 
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/carol-"]).await;
@@ -360,7 +430,7 @@ async fn a6_attended_transfer_from_the_callees_phone() {
 /// B6: alice REFERs bob to carol and hangs up at once (on the 202), while carol rings. `carol` is carol's
 /// phone; `recall` alice's phone for the call back, if she is to be reachable. Returns alice's NOTIFYs.
 async fn transferer_leaves(
-    dir: &std::path::Path,
+    dir: &Path,
     node: &Node,
     settings: &AppSettings,
     carol: (&str, &[&str]),

@@ -18,6 +18,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::{sleep, Instant};
 
+pub mod proxy;
+
 pub const ARI_USER: &str = "ari-transfer";
 pub const ARI_PASSWORD: &str = "ari-transfer-dev";
 
@@ -128,12 +130,23 @@ pub fn write_format(node: &Node, channel_name: &str) -> String {
 
 /// The name of the channel whose name starts with `prefix` (e.g. `PJSIP/bob-`), waiting for it.
 pub async fn channel_named(node: &Node, prefix: &str) -> String {
+    channel_field(node, prefix, "name").await
+}
+
+/// The id of the channel whose name starts with `prefix`, waiting for it.
+pub async fn channel_id_named(node: &Node, prefix: &str) -> String {
+    channel_field(node, prefix, "id").await
+}
+
+async fn channel_field(node: &Node, prefix: &str, field: &str) -> String {
     let what = format!("a channel named {prefix}...");
     eventually(Duration::from_secs(10), &what, || async {
         let channels = ari_get(node, "/channels").await;
         channels.as_array()?.iter().find_map(|c| {
             let name = c["name"].as_str()?;
-            name.starts_with(prefix).then(|| name.to_owned())
+            name.starts_with(prefix)
+                .then(|| c[field].as_str().map(str::to_owned))
+                .flatten()
         })
     })
     .await
@@ -623,6 +636,31 @@ impl Phone {
 /// What a transferring phone hears: NOTIFY 100 at once, then the outcome.
 pub fn notified(status: u16) -> Vec<String> {
     vec!["100 active".to_owned(), format!("{status} terminated")]
+}
+
+/// `-key`s for an attended REFER whose Replaces names the given dialog, expecting `status`.
+pub fn replaces<'a>(
+    target: &'a str,
+    (call_id, to_tag, from_tag): (&'a str, &'a str, &'a str),
+    status: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "-key",
+        "target",
+        target,
+        "-key",
+        "replaces_call_id",
+        call_id,
+        "-key",
+        "replaces_to_tag",
+        to_tag,
+        "-key",
+        "replaces_from_tag",
+        from_tag,
+        "-set",
+        "expect_status",
+        status,
+    ]
 }
 
 /// The transferer `from`'s consult call to `to` on `node`, with a Call-ID and From tag the test chose;
