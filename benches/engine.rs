@@ -37,6 +37,7 @@ static ALLOCATOR: Counting = Counting;
 
 fn new_engine() -> Engine {
     Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
         instance: "bench".into(),
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,

@@ -138,6 +138,11 @@ fn stasis_start_gives_the_dialed_extension_and_the_call_id() {
             assert_eq!(s.channel.technology(), "PJSIP");
             // PJSIP/alice-00000000: the endpoint to call this phone back.
             assert_eq!(s.channel.endpoint().as_deref(), Some("PJSIP/alice"));
+            // The Stasis application and its arguments, which tell a later run whose channel it is.
+            assert_eq!(
+                s.channel.stasis_app(),
+                Some(("transfer-app", "inbound,bob"))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -196,6 +201,13 @@ fn trunk_legs_are_named_after_the_peer_node() {
             "{name}"
         );
     }
+    let Event::StasisStart(created) = capture("StasisStart-trunk-leg-created.json") else {
+        unreachable!()
+    };
+    assert_eq!(
+        created.channel.stasis_app(),
+        Some(("ari-transfer", "dialed"))
+    );
     // A Replaces naming a trunk dialog with this node's tags: Asterisk resolves it to the trunk leg.
     let t = transfer("ChannelTransfer-replaces-trunk-leg.json");
     let resolved = t.refer_to.destination_channel.expect("resolved");

@@ -30,13 +30,7 @@ async fn b1_blind_transfer_target_answers_and_talks_to_the_transferee() {
     // bob is the transferee: he stays until carol hangs up, then the app hangs him up.
     let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     let carol = Phone::answers_then_hangs_up(&dir, &node, "carol", 0, 2000).await;
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_blind.xml",
-        "bob",
-        &["-key", "target", "carol", "-set", "expect_status", "200"],
-    );
+    let alice = Phone::blind_transferer(&dir, &node, "carol", "200", &[]);
 
     wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
     assert_eq!(
@@ -68,23 +62,8 @@ async fn blind_transfer_fails(
         None => None,
     };
     let expect = status.to_string();
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_blind.xml",
-        "bob",
-        &[
-            "-key",
-            "target",
-            target,
-            "-set",
-            "expect_status",
-            &expect,
-            "-set",
-            "talk_after_ms",
-            "2000",
-        ],
-    );
+    let talk = ["-set", "talk_after_ms", "2000"];
+    let alice = Phone::blind_transferer(&dir, &node, target, &expect, &talk);
 
     alice.wait_logged("TRANSFER result").await;
     wait_for_bridge(&node, &["PJSIP/alice-", "PJSIP/bob-"]).await;
@@ -367,23 +346,8 @@ async fn b5_transferee_hangs_up_while_the_target_rings() {
     // bob hangs up 3 s after answering, while carol (who never answers) rings for his transfer.
     let bob = Phone::answers_then_hangs_up(&dir, &node, "bob", 0, 3000).await;
     let carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
-    let alice = Phone::caller(
-        &dir,
-        &node,
-        "xfer_uac_blind.xml",
-        "bob",
-        &[
-            "-key",
-            "target",
-            "carol",
-            "-set",
-            "expect_status",
-            "503",
-            "-set",
-            "talk_after_ms",
-            "10000",
-        ],
-    );
+    let talk = ["-set", "talk_after_ms", "10000"];
+    let alice = Phone::blind_transferer(&dir, &node, "carol", "503", &talk);
 
     // alice is told 503 and hung up (her scenario takes the BYE that comes before her own); carol is
     // cancelled (her scenario expects the CANCEL).

@@ -133,6 +133,7 @@ struct World {
 impl World {
     fn new() -> World {
         let engine = Engine::new(EngineConfig {
+            app: "ari-transfer".into(),
             instance: "p".into(),
             routes: vec![
                 Route::new("201", "PJSIP/carol").unwrap(),

@@ -51,6 +51,17 @@ impl Channel {
     }
 
     /// The extension the channel was dialing when it entered the application.
+    /// The Stasis application the channel is in and its arguments (`dialplan.app_data`, e.g.
+    /// `ari-transfer,dialed` gives `("ari-transfer", "dialed")`), if it is in one.
+    pub fn stasis_app(&self) -> Option<(&str, &str)> {
+        let dialplan = self.dialplan.as_ref()?;
+        if !dialplan.app_name.eq_ignore_ascii_case("Stasis") {
+            return None;
+        }
+        let data = dialplan.app_data.as_str();
+        Some(data.split_once(',').unwrap_or((data, "")))
+    }
+
     pub fn dialed_exten(&self) -> Option<&str> {
         self.dialplan
             .as_ref()

@@ -33,7 +33,7 @@
 use crate::ari::request::{AriRequest, HangupCause};
 
 use super::metaflow::{CommandBuffer, TransferFlow};
-use super::routing::{Call, Flow, Leg, Phase};
+use super::routing::{bridge_name, Call, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
 use super::{route, CallKey, Effects, Millis};
 
@@ -173,7 +173,7 @@ impl Call {
             self,
             AriRequest::CreateBridge {
                 bridge: konami.consult_bridge.clone(),
-                name: format!("{}-consult", self.key),
+                name: bridge_name(fx, self.key, "-consult"),
             },
         );
         // One addChannel moves P out of bridge1 into bridge2.

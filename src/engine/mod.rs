@@ -5,6 +5,7 @@
 //! and exposed through [`Engine::poll_timeout`]; the runtime calls [`Engine::handle_timeout`] when one is due.
 //! No sockets, no clock, no tasks, no locks: a scenario is a unit test that feeds events and reads requests.
 
+mod adopt;
 mod index;
 mod konami;
 pub mod metaflow;
@@ -146,6 +147,9 @@ pub struct Trunk {
 /// What the engine needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The Stasis application's name: the channels in it are the app's, and so are the bridges whose
+    /// name begins with it.
+    pub app: String,
     /// Makes the ids of bridges and channels this instance creates unique across instances and restarts.
     pub instance: String,
     /// Tried in order; the first that matches the dialed extension wins.
@@ -272,6 +276,9 @@ pub struct Engine {
     /// How the extensions of this instance's link legs begin (letters and digits only: the dialplan's
     /// pattern takes nothing else).
     link_prefix: String,
+    /// Channels of the app found in no bridge at a re-sync, and when they are taken for leftovers of an
+    /// earlier run (see adopt.rs).
+    strays: Vec<(NodeName, String, Millis)>,
 }
 
 impl Engine {
@@ -284,6 +291,7 @@ impl Engine {
             retried: HashSet::new(),
             links: HashMap::new(),
             link_prefix: format!("xfer{}n", config.instance),
+            strays: Vec::new(),
             config,
         }
     }
@@ -344,11 +352,16 @@ impl Engine {
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<Output> {
         let mut out = Vec::new();
         while let Some((call, kind)) = self.timers.pop_due(now) {
+            if kind == TimerKind::Strays {
+                self.on_strays_due(now, &mut out);
+                continue;
+            }
             self.with_call(now, call, &mut out, |call, fx| match kind {
                 TimerKind::RingTimeout => call.on_ring_timeout(fx),
                 TimerKind::ReleaseTransferer => call.release_transferer(fx),
                 TimerKind::Digits(party) => call.on_digits_timeout(party, fx),
                 TimerKind::RecallDelay => call.on_recall_pause_over(fx),
+                TimerKind::Strays => Flow::Continue,
             });
         }
         out
@@ -712,12 +725,13 @@ impl Engine {
         bridges: Vec<Bridge>,
         out: &mut Vec<Output>,
     ) {
+        self.adopt_leftovers(now, &node, &channels, &bridges, out);
         // Bridges are judged before any call ends here: an ending call destroys its own.
         let ours = format!("{}-", self.config.instance);
-        let owned: HashSet<&str> = self.calls.values().map(Call::bridge).collect();
         let orphans: Vec<String> = bridges
             .into_iter()
-            .filter(|b| b.id.starts_with(&ours) && !owned.contains(b.id.as_str()))
+            .filter(|b| b.id.starts_with(&ours))
+            .filter(|b| !self.calls.values().any(|call| call.owns_bridge(&b.id)))
             .map(|b| b.id)
             .collect();
         let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();

@@ -86,6 +86,12 @@ pub(super) enum Phase {
     },
 }
 
+/// The name of a bridge of call `key` (`ari-transfer/call-1`, `ari-transfer/call-1-consult`): it begins
+/// with the application's name, so that a later run knows the bridges an earlier one left behind.
+pub(super) fn bridge_name(fx: &Effects, key: CallKey, suffix: &str) -> String {
+    format!("{}/{key}{suffix}", fx.config.app)
+}
+
 /// A two-party call.
 #[derive(Debug)]
 pub struct Call {
@@ -137,6 +143,22 @@ impl Call {
         }
     }
 
+    /// A connected call an earlier run left behind: `caller` and `callee` talking in `bridge` (S3).
+    pub fn adopted(
+        key: CallKey,
+        node: NodeName,
+        [caller, callee]: [&Channel; 2],
+        bridge: &str,
+        base: String,
+        metaflows: Option<Arc<Metaflows>>,
+    ) -> Call {
+        let mut call = Call::new(key, node, caller, base, metaflows);
+        call.parties[1] = callee.id.clone();
+        call.bridge = bridge.to_owned();
+        call.phase = Phase::Connected;
+        call
+    }
+
     /// A fresh prefix for the ids of a transfer's channels and bridges.
     pub(super) fn new_ids(&mut self) -> String {
         self.serial += 1;
@@ -154,6 +176,17 @@ impl Call {
 
     pub fn bridge(&self) -> &str {
         &self.bridge
+    }
+
+    /// Whether `bridge` is one of this call's: its own, a feature-code consultation's, or the consult call's
+    /// bridge an attended transfer is emptying.
+    pub fn owns_bridge(&self, bridge: &str) -> bool {
+        self.bridge == bridge
+            || match &self.phase {
+                Phase::Konami(konami) => konami.owns_bridge(bridge),
+                Phase::Transferring(Transfer::Attended { old_bridge, .. }) => old_bridge == bridge,
+                _ => false,
+            }
     }
 
     /// The party at `index`, and the other one.
@@ -214,7 +247,7 @@ impl Call {
                 .all(|channel| self.belongs_in(channel) == Some(bridge.as_str())),
             AriRequest::CreateBridge { bridge, .. } => match &self.phase {
                 Phase::Dialing { .. } => false,
-                Phase::Konami(konami) => *bridge == self.bridge || konami.owns_bridge(bridge),
+                Phase::Konami(_) => self.owns_bridge(bridge),
                 _ => *bridge == self.bridge,
             },
             AriRequest::StartMoh { channel, .. } => self.is_held(channel),
@@ -402,7 +435,7 @@ impl Call {
             self,
             AriRequest::CreateBridge {
                 bridge: self.bridge.clone(),
-                name: self.key.to_string(),
+                name: bridge_name(fx, self.key, ""),
             },
         );
         // One request per party: Asterisk refuses a whole list when one of its channels is gone, and the

@@ -1,5 +1,6 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
+mod adopt;
 mod cross_node;
 mod konami;
 mod transfer;
@@ -13,6 +14,7 @@ const CALLER: &str = "inst1-1795328468.0";
 
 fn engine() -> Engine {
     Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
         instance: "t".into(),
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
         ring_timeout: 30_000,
@@ -191,7 +193,7 @@ fn r1_answer_bridges_both_legs_in_a_dtmf_events_bridge() {
             },
             AriRequest::CreateBridge {
                 bridge: "t-1-bridge".into(),
-                name: "call-1".into()
+                name: "ari-transfer/call-1".into()
             },
             AriRequest::AddToBridge {
                 bridge: "t-1-bridge".into(),

@@ -16,6 +16,9 @@ pub enum TimerKind {
     Digits(usize),
     /// The pause before a feature-code transfer calls its transferor back is over.
     RecallDelay,
+    /// Channels found in no bridge at a re-sync have had their time to be claimed (adopt.rs); armed
+    /// for no call.
+    Strays,
 }
 
 #[derive(Debug, Default)]

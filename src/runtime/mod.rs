@@ -37,8 +37,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
                     tracing::warn!(
                         node = %node.name,
                         app = %config.app,
-                        "another client already subscribes to this Stasis application; \
-                         Asterisk will give its events to whichever connected last"
+                        "another client already subscribes to this Stasis application, or an \
+                         earlier run left calls in it (they are taken over); Asterisk gives its events \
+                         to whichever client connected last"
                     );
                 }
             }
@@ -78,6 +79,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     drop(node_tx);
 
     let engine = Engine::new(EngineConfig {
+        app: config.app.clone(),
         instance: instance_tag(),
         routes: config.routes.clone(),
         ring_timeout: config.ring_timeout,

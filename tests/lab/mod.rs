@@ -413,6 +413,16 @@ impl App {
         app
     }
 
+    /// Starts the app after an earlier run was killed while its calls were up: their channels keep the
+    /// Stasis application registered, so it cannot be waited for to be free; a moment lets Asterisk see
+    /// the killed run's websocket close first.
+    pub async fn take_over(dir: &Path, settings: &AppSettings) -> App {
+        sleep(Duration::from_millis(500)).await;
+        let app = App::spawn(dir, settings, ARI_PASSWORD);
+        app.wait_ready(true).await;
+        app
+    }
+
     /// Starts the app without waiting for it.
     pub fn spawn(dir: &Path, settings: &AppSettings, password: &str) -> App {
         std::fs::create_dir_all(dir).unwrap();
@@ -564,6 +574,20 @@ impl Phone {
     /// Alice's phone running `scenario`, calling `exten`.
     pub fn caller(dir: &Path, node: &Node, scenario: &str, exten: &str, extra: &[&str]) -> Phone {
         Phone::start(dir, node, scenario, exten, "alice", free_udp_port(), extra)
+    }
+
+    /// alice's phone calling bob and transferring him blind to `target` (`xfer_uac_blind.xml`); its final
+    /// NOTIFY must say `status`. `extra` are more SIPp arguments (e.g. `-set talk_after_ms 2000`).
+    pub fn blind_transferer(
+        dir: &Path,
+        node: &Node,
+        target: &str,
+        status: &str,
+        extra: &[&str],
+    ) -> Phone {
+        let mut args = vec!["-key", "target", target, "-set", "expect_status", status];
+        args.extend(extra);
+        Phone::caller(dir, node, "xfer_uac_blind.xml", "bob", &args)
     }
 
     /// Registers `user` with a contact on `port`, so that Asterisk can dial `PJSIP/user` to that port.

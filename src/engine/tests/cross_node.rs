@@ -23,6 +23,7 @@ fn engine_with_trunks() -> Engine {
         endpoint: peer.into(),
     };
     Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
         trunks: vec![trunk(NODE, NODE2), trunk(NODE2, NODE)],
         ..engine().config
     })
@@ -262,6 +263,7 @@ fn a3_the_transferee_hangs_up_during_the_link_ends_both_sides() {
 #[test]
 fn a3_without_a_trunk_to_the_consult_calls_node_gives_503() {
     let mut engine = Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
         trunks: vec![],
         ..engine_with_trunks().config
     });

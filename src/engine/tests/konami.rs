@@ -122,7 +122,7 @@ fn ringing() -> Engine {
         vec![
             AriRequest::CreateBridge {
                 bridge: BRIDGE2.into(),
-                name: "call-1-consult".into()
+                name: "ari-transfer/call-1-consult".into()
             },
             absorbed(BRIDGE2, &[CALLER]),
             moh(TRANSFEREE, true),
@@ -544,4 +544,26 @@ fn a_refer_during_a_feature_code_transfer_is_declined() {
         ]
     );
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
+}
+
+#[test]
+fn a_resync_during_a_consultation_keeps_the_consultation_bridge() {
+    let mut engine = talking();
+    let channels: Vec<Channel> = [CALLER, "t-1-b", TARGET]
+        .iter()
+        .map(|id| serde_json::from_value(channel(id)).unwrap())
+        .collect();
+    let bridges = [BRIDGE1, BRIDGE2]
+        .iter()
+        .map(|id| serde_json::from_value(json!({"id": id, "channels": []})).unwrap())
+        .collect();
+    let out = engine.handle(
+        60_000,
+        Input::NodeSynced {
+            node: NODE.into(),
+            channels,
+            bridges,
+        },
+    );
+    assert!(requests(&out).is_empty(), "{out:?}");
 }

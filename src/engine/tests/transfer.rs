@@ -341,6 +341,7 @@ fn b6_the_recall_fails_too_and_the_transferee_is_released() {
 #[test]
 fn b6_without_recalls_the_transferee_is_released_when_the_target_fails() {
     let mut engine = Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
         recall_transferer: false,
         ..engine().config
     });

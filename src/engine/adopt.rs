@@ -1,0 +1,181 @@
+//! What an earlier run left behind (S3): the app stopped (a crash, a restart, a deploy) while calls were up.
+//!
+//! Asterisk keeps the channels in the Stasis application when its websocket goes: the calls that were
+//! connected go on talking in their bridges, and the next run's websocket receives their events. At every
+//! re-sync (the first one after start-up included) the engine looks at the channels of its application and
+//! the bridges named after it that no call of this run knows, and takes them over:
+//!
+//! | left in Asterisk                                     | outcome                                                   |
+//! |------------------------------------------------------|-----------------------------------------------------------|
+//! | two channels of the app talking in a bridge           | adopted as a connected call: hangups, REFERs and feature codes work as for any call; a REFER left pending on either is told 503 (a no-op if there is none) |
+//! | one channel of the app alone in a bridge (its peer left meanwhile) | hung up (Asterisk tells a pending REFER 503), the bridge destroyed |
+//! | an empty bridge named after the app                   | destroyed                                                 |
+//! | a channel of the app in no bridge (a call still ringing, a transfer under way) | hung up, unless a call of this run claims it within [`STRAY_GRACE`] (its StasisStart may still be queued behind the re-sync) |
+//! | a bridge with three channels or more (a three-way)    | left as it is (logged): nothing says who is whose party   |
+//!
+//! Only what Asterisk shows is known: which transfer was under way is not, so a transfer in flight at the
+//! restart does not finish. An attended move in flight rolls back (both calls adopted, the REFER told 503);
+//! the legs of a blind transfer or a feature-code consultation in flight are hung up.
+
+use std::collections::HashSet;
+
+use crate::ari::models::{Bridge, Channel};
+use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
+
+use super::routing::{Call, Flow};
+use super::timers::TimerKind;
+use super::{CallKey, Engine, Millis, NodeName, Output, DIALED_LEG_ARG};
+
+/// How long a channel of the app found in no bridge at a re-sync may take to be claimed by a call of this
+/// run before it is taken for a leftover and hung up.
+pub const STRAY_GRACE: Millis = 2_000;
+
+/// The key the engine's own deadlines (not a call's) are armed under; calls are numbered from 1.
+pub(super) const ENGINE_TIMERS: CallKey = CallKey(0);
+
+impl Engine {
+    /// Takes over what the app's Stasis application on `node` holds that no call of this run knows.
+    pub(super) fn adopt_leftovers(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        channels: &[Channel],
+        bridges: &[Bridge],
+        out: &mut Vec<Output>,
+    ) {
+        let strangers: Vec<&Channel> = channels
+            .iter()
+            .filter(|c| {
+                c.stasis_app()
+                    .is_some_and(|(app, _)| app == self.config.app)
+            })
+            .filter(|c| self.index.call_of(node, &c.id).is_none())
+            .collect();
+        let stranger = |id: &str| strangers.iter().copied().find(|c| c.id == id);
+        let mut bridged = HashSet::new();
+        for bridge in bridges {
+            if bridge
+                .channels
+                .iter()
+                .any(|id| self.index.call_of(node, id).is_some())
+                || self.calls.values().any(|call| call.owns_bridge(&bridge.id))
+            {
+                continue;
+            }
+            let members: Vec<&Channel> = bridge
+                .channels
+                .iter()
+                .filter_map(|id| stranger(id))
+                .collect();
+            bridged.extend(bridge.channels.iter().map(String::as_str));
+            let named_ours = bridge.name.starts_with(&format!("{}/", self.config.app));
+            match members[..] {
+                _ if members.len() < bridge.channels.len() => {
+                    tracing::info!(bridge = %bridge.id, "a bridge with channels of other applications: left alone");
+                }
+                [a, b] => self.adopt(now, node, [a, b], &bridge.id, out),
+                [lone] => {
+                    tracing::info!(bridge = %bridge.id, channel = %lone.id, "a channel an earlier run left alone in a bridge: hanging it up");
+                    self.hang_up_leftover(node, &lone.id, out);
+                    let destroy = AriRequest::DestroyBridge {
+                        bridge: bridge.id.clone(),
+                    };
+                    self.one_off(node.clone(), destroy, out);
+                }
+                [] if named_ours => {
+                    tracing::info!(bridge = %bridge.id, "destroying an empty bridge an earlier run left");
+                    let destroy = AriRequest::DestroyBridge {
+                        bridge: bridge.id.clone(),
+                    };
+                    self.one_off(node.clone(), destroy, out);
+                }
+                [] => {}
+                _ => {
+                    tracing::warn!(bridge = %bridge.id, channels = members.len(), "a bridge of three or more channels an earlier run left: left as it is");
+                }
+            }
+        }
+        let deadline = now + STRAY_GRACE;
+        let strays: Vec<(NodeName, String, Millis)> = strangers
+            .iter()
+            .filter(|c| !bridged.contains(c.id.as_str()))
+            .map(|c| (node.clone(), c.id.clone(), deadline))
+            .collect();
+        if !strays.is_empty() {
+            self.strays.extend(strays);
+            self.timers.arm(deadline, ENGINE_TIMERS, TimerKind::Strays);
+        }
+    }
+
+    /// Two channels an earlier run connected become a call of this run, the caller (the leg that was not
+    /// dialed by the app) first.
+    fn adopt(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        [a, b]: [&Channel; 2],
+        bridge: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let dialed = |c: &Channel| {
+            c.stasis_app()
+                .is_some_and(|(_, args)| args == DIALED_LEG_ARG)
+        };
+        let (caller, callee) = if dialed(a) && !dialed(b) {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        let key = self.new_key();
+        let base = format!("{}-{}", self.config.instance, key.0);
+        let metaflows = self.config.metaflows.for_caller(caller);
+        let call = Call::adopted(key, node.clone(), [caller, callee], bridge, base, metaflows);
+        tracing::info!(call = %key, %bridge, caller = %caller.id, callee = %callee.id, "adopting a call an earlier run connected");
+        for leg in call.channels() {
+            self.index.insert(node, &leg, key);
+        }
+        self.calls.insert(key, call);
+        // Only SIP legs can have a REFER pending.
+        let pjsip: Vec<String> = [caller, callee]
+            .iter()
+            .filter(|c| c.technology() == "PJSIP")
+            .map(|c| c.id.clone())
+            .collect();
+        self.with_call(now, key, out, |call, fx| {
+            for party in pjsip {
+                let state = TransferProgress::Unavailable;
+                let report = AriRequest::TransferProgress {
+                    channel: party,
+                    state,
+                };
+                fx.request(call, report);
+            }
+            Flow::Continue
+        });
+        for channel in [caller, callee] {
+            self.note_call_id(node, channel);
+        }
+    }
+
+    /// The deadline of the strays found at re-syncs: those still claimed by no call are hung up.
+    pub(super) fn on_strays_due(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let (due, waiting) = std::mem::take(&mut self.strays)
+            .into_iter()
+            .partition(|(_, _, deadline)| *deadline <= now);
+        self.strays = waiting;
+        for (node, channel, _) in due {
+            if self.index.call_of(&node, &channel).is_none() {
+                tracing::info!(%channel, "a channel an earlier run left in no bridge: hanging it up");
+                self.hang_up_leftover(&node, &channel, out);
+            }
+        }
+    }
+
+    fn hang_up_leftover(&mut self, node: &NodeName, channel: &str, out: &mut Vec<Output>) {
+        let hangup = AriRequest::Hangup {
+            channel: channel.to_owned(),
+            cause: HangupCause::NORMAL_CLEARING,
+        };
+        self.one_off(node.clone(), hangup, out);
+    }
+}
