@@ -17,6 +17,8 @@
 //! one on node2, so that attended transfers happen on one node and across nodes (the model carries a
 //! link leg over the trunk like SIP does: the far leg arrives with the dialed extension, its answer answers
 //! the near leg, a hangup of either ends the other). A request sent to the wrong node fails, as it would.
+//! And the app crashes at any point: a new run (another engine) re-syncs with what the model holds and
+//! takes over (S3); the same promises hold afterwards.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,6 +62,9 @@ enum Action {
     FailNextRequest,
     /// The n-th answered phone presses the m-th of [`PRESSED`].
     Press(usize, usize),
+    /// The app crashes and a new run starts (S3): the requests and events in flight are lost, and the new
+    /// engine re-syncs with what Asterisk holds.
+    Restart,
 }
 
 /// What phones press: a transfer to carol (201), the consultation codes, resume, a misdial, a plain digit.
@@ -78,6 +83,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (1..40_000u64).prop_map(Action::Tick),
         1 => Just(Action::FailNextRequest),
         2 => ((0..8usize), (0..PRESSED.len())).prop_map(|(n, m)| Action::Press(n, m)),
+        1 => Just(Action::Restart),
     ]
 }
 
@@ -100,6 +106,7 @@ struct Info {
     name: String,
     call_id: String,
     exten: String,
+    dialed: bool,
 }
 
 /// What Asterisk holds, and what each REFER is owed.
@@ -128,24 +135,31 @@ struct World {
     taken_on: HashMap<String, i64>,
     violations: Vec<String>,
     next_inbound: u32,
+    /// The node each bridge is on.
+    bridge_node: HashMap<String, &'static str>,
+    restarts: u32,
+}
+
+/// A run of the app: `instance` tells its ids from an earlier run's.
+fn engine(instance: &str) -> Engine {
+    Engine::new(EngineConfig {
+        app: "ari-transfer".into(),
+        instance: instance.into(),
+        routes: vec![
+            Route::new("201", "PJSIP/carol").unwrap(),
+            Route::new("[a-z]+", "PJSIP/{exten}").unwrap(),
+        ],
+        ring_timeout: RING_TIMEOUT,
+        recall_transferer: true,
+        trunks: vec![trunk(NODE1, NODE2), trunk(NODE2, NODE1)],
+        metaflows: feature_codes(),
+    })
 }
 
 impl World {
     fn new() -> World {
-        let engine = Engine::new(EngineConfig {
-            app: "ari-transfer".into(),
-            instance: "p".into(),
-            routes: vec![
-                Route::new("201", "PJSIP/carol").unwrap(),
-                Route::new("[a-z]+", "PJSIP/{exten}").unwrap(),
-            ],
-            ring_timeout: RING_TIMEOUT,
-            recall_transferer: true,
-            trunks: vec![trunk(NODE1, NODE2), trunk(NODE2, NODE1)],
-            metaflows: feature_codes(),
-        });
         World {
-            engine,
+            engine: engine("p"),
             now: 0,
             channels: BTreeMap::new(),
             bridges: BTreeSet::new(),
@@ -161,6 +175,8 @@ impl World {
             taken_on: HashMap::new(),
             violations: Vec::new(),
             next_inbound: 0,
+            bridge_node: HashMap::new(),
+            restarts: 0,
         }
     }
 
@@ -180,12 +196,17 @@ impl World {
     /// A channel's snapshot, as its node's events carry it.
     fn snapshot(&self, id: &str, up: bool) -> Value {
         let info = &self.info[id];
+        let app_data = if info.dialed {
+            "ari-transfer,dialed"
+        } else {
+            "ari-transfer"
+        };
         json!({
             "id": id,
             "name": info.name,
             "state": if up { "Up" } else { "Ring" },
             "protocol_id": info.call_id,
-            "dialplan": {"context": "from-phones", "exten": info.exten, "priority": 1, "app_name": "Stasis", "app_data": ""}
+            "dialplan": {"context": "from-phones", "exten": info.exten, "priority": 1, "app_name": "Stasis", "app_data": app_data}
         })
     }
 
@@ -208,6 +229,7 @@ impl World {
         state: ChannelState,
     ) {
         let exten = exten.to_owned();
+        let dialed = state.dialed;
         self.info.insert(
             id.to_owned(),
             Info {
@@ -215,6 +237,7 @@ impl World {
                 name,
                 call_id,
                 exten,
+                dialed,
             },
         );
         self.channels.insert(id.to_owned(), state);
@@ -296,6 +319,8 @@ impl World {
         match request {
             AriRequest::CreateBridge { bridge, .. } => {
                 self.bridges.insert(bridge.clone());
+                let node = if node == NODE1 { NODE1 } else { NODE2 };
+                self.bridge_node.insert(bridge.clone(), node);
                 None
             }
             AriRequest::DestroyBridge { bridge } => {
@@ -597,6 +622,7 @@ impl World {
                 }
             }
             Action::Tick(ms) => self.tick(ms),
+            Action::Restart => self.restart(),
             Action::FailNextRequest => self.fail_next = true,
             Action::Press(n, m) => {
                 if let Some(id) = self.nth_alive(n, |s| s.up) {
@@ -607,6 +633,57 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// The app crashes; a new run connects to both nodes and re-syncs.
+    fn restart(&mut self) {
+        self.restarts += 1;
+        self.engine = engine(&format!("r{}", self.restarts));
+        self.requests.clear();
+        self.pending.clear();
+        self.last_delivered = None;
+        self.fail_next = false;
+        // The new run cannot know which REFER was pending where: it may end each pending one once (it
+        // tells the parties of the calls it adopts 503, which is a no-op where none is pending), and it may
+        // hang up a transferer (Asterisk then sends the 503).
+        for (channel, owed) in &self.owed {
+            if *owed > 0 {
+                self.attempted.insert(channel.clone());
+            }
+        }
+        for channel in self.channels.keys() {
+            let taken_on = self.taken_on.entry(channel.clone()).or_default();
+            *taken_on = (*taken_on).max(1);
+        }
+        for node in [NODE1, NODE2] {
+            let channels = self
+                .channels
+                .iter()
+                .filter(|(id, _)| self.info[*id].node == node)
+                .map(|(id, state)| serde_json::from_value(self.snapshot(id, state.up)).unwrap())
+                .collect();
+            let bridges = self
+                .bridges
+                .iter()
+                .filter(|b| self.bridge_node.get(*b) == Some(&node))
+                .map(|b| {
+                    let members: Vec<&String> = self
+                        .membership
+                        .iter()
+                        .filter(|(_, of)| *of == b)
+                        .map(|(channel, _)| channel)
+                        .collect();
+                    let bridge =
+                        json!({"id": b, "name": format!("ari-transfer/{b}"), "channels": members});
+                    serde_json::from_value(bridge).unwrap()
+                })
+                .collect();
+            self.feed(Input::NodeSynced {
+                node: node.into(),
+                channels,
+                bridges,
+            });
         }
     }
 
@@ -820,4 +897,33 @@ fn the_model_completes_a_transfer_across_nodes() {
     assert!(world.bridges.is_empty());
     assert!(world.violations.is_empty(), "{:?}", world.violations);
     assert_eq!(world.engine.call_count(), 0);
+}
+
+/// The restart the generator is meant to reach does take over: after a crash with two calls connected,
+/// the new run adopts both, and a blind transfer on an adopted call succeeds.
+#[test]
+fn the_model_adopts_connected_calls_after_a_restart() {
+    let mut world = World::new();
+    world.inbound("bob", NODE1);
+    world.inbound("carol", NODE1);
+    world.deliver_all();
+    while world.nth_alive(0, |s| s.dialed && !s.up).is_some() {
+        world.act(&Action::Answer(0));
+        world.deliver_all();
+    }
+    world.act(&Action::Restart);
+    world.deliver_all();
+    assert_eq!(world.engine.call_count(), 2, "both calls are adopted");
+    world.refer("in1", "dave", None);
+    world.deliver_all();
+    world.act(&Action::Answer(0));
+    world.deliver_all();
+    assert_eq!(world.owed.get("in1"), Some(&0), "the transfer was reported");
+    world.settle();
+    assert!(world.in_silence().is_empty());
+    assert!(world.violations.is_empty(), "{:?}", world.violations);
+    // p-1-b (bob's leg, dialed by the first run) now talks to the target the second run dialed.
+    let bridge_of = |id: &str| world.membership.get(id).cloned();
+    assert_eq!(bridge_of("p-1-b").as_deref(), Some("p-1-bridge"));
+    assert_eq!(bridge_of("r1-3-t").as_deref(), Some("p-1-bridge"));
 }

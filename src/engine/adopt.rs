@@ -7,11 +7,12 @@
 //!
 //! | left in Asterisk                                     | outcome                                                   |
 //! |------------------------------------------------------|-----------------------------------------------------------|
-//! | two channels of the app talking in a bridge           | adopted as a connected call: hangups, REFERs and feature codes work as for any call; a REFER left pending on either is told 503 (a no-op if there is none) |
+//! | two channels of the app talking in a bridge          | adopted as a connected call: hangups, REFERs and feature codes work as for any call; music on hold is stopped and a REFER left pending is told 503 (both no-ops if there is none) |
 //! | one channel of the app alone in a bridge (its peer left meanwhile) | hung up (Asterisk tells a pending REFER 503), the bridge destroyed |
 //! | an empty bridge named after the app                   | destroyed                                                 |
 //! | a channel of the app in no bridge (a call still ringing, a transfer under way) | hung up, unless a call of this run claims it within [`STRAY_GRACE`] (its StasisStart may still be queued behind the re-sync) |
-//! | a bridge with three channels or more (a three-way)    | left as it is (logged): nothing says who is whose party   |
+//! | three channels of the app in a bridge (a three-way)   | adopted as a three-way call: when one leaves, the other two stay connected |
+//! | a bridge of four channels or more                     | left as it is (logged): the app makes none                |
 //!
 //! Only what Asterisk shows is known: which transfer was under way is not, so a transfer in flight at the
 //! restart does not finish. An attended move in flight rolls back (both calls adopted, the REFER told 503);
@@ -73,7 +74,7 @@ impl Engine {
                 _ if members.len() < bridge.channels.len() => {
                     tracing::info!(bridge = %bridge.id, "a bridge with channels of other applications: left alone");
                 }
-                [a, b] => self.adopt(now, node, [a, b], &bridge.id, out),
+                [_, _] | [_, _, _] => self.adopt(now, node, &members, &bridge.id, out),
                 [lone] => {
                     tracing::info!(bridge = %bridge.id, channel = %lone.id, "a channel an earlier run left alone in a bridge: hanging it up");
                     self.hang_up_leftover(node, &lone.id, out);
@@ -91,7 +92,7 @@ impl Engine {
                 }
                 [] => {}
                 _ => {
-                    tracing::warn!(bridge = %bridge.id, channels = members.len(), "a bridge of three or more channels an earlier run left: left as it is");
+                    tracing::warn!(bridge = %bridge.id, channels = members.len(), "a bridge of four channels or more an earlier run left: left as it is");
                 }
             }
         }
@@ -107,52 +108,56 @@ impl Engine {
         }
     }
 
-    /// Two channels an earlier run connected become a call of this run, the caller (the leg that was not
-    /// dialed by the app) first.
+    /// Channels an earlier run connected (two, or three in a three-way) become a call of this run, the
+    /// caller (a leg the app did not dial) first.
     fn adopt(
         &mut self,
         now: Millis,
         node: &NodeName,
-        [a, b]: [&Channel; 2],
+        members: &[&Channel],
         bridge: &str,
         out: &mut Vec<Output>,
     ) {
-        let dialed = |c: &Channel| {
+        let dialed = |c: &&Channel| {
             c.stasis_app()
                 .is_some_and(|(_, args)| args == DIALED_LEG_ARG)
         };
-        let (caller, callee) = if dialed(a) && !dialed(b) {
-            (b, a)
-        } else {
-            (a, b)
-        };
+        let mut members = members.to_vec();
+        // Stable: the legs keep the bridge's order otherwise.
+        members.sort_by_key(|c| dialed(c));
+        let (caller, callee, third) = (members[0], members[1], members.get(2).copied());
         let key = self.new_key();
         let base = format!("{}-{}", self.config.instance, key.0);
         let metaflows = self.config.metaflows.for_caller(caller);
-        let call = Call::adopted(key, node.clone(), [caller, callee], bridge, base, metaflows);
+        let ids = (bridge, base);
+        let call = Call::adopted(key, node.clone(), [caller, callee], third, ids, metaflows);
         tracing::info!(call = %key, %bridge, caller = %caller.id, callee = %callee.id, "adopting a call an earlier run connected");
         for leg in call.channels() {
             self.index.insert(node, &leg, key);
         }
         self.calls.insert(key, call);
-        // Only SIP legs can have a REFER pending.
-        let pjsip: Vec<String> = [caller, callee]
+        // A party put on hold by a feature-code transfer that had not moved on yet hears music no more;
+        // a REFER pending (only SIP legs have them) is told 503.
+        let reports: Vec<AriRequest> = members
             .iter()
-            .filter(|c| c.technology() == "PJSIP")
-            .map(|c| c.id.clone())
+            .flat_map(|c| {
+                let stop = AriRequest::StopMoh {
+                    channel: c.id.clone(),
+                };
+                let report = AriRequest::TransferProgress {
+                    channel: c.id.clone(),
+                    state: TransferProgress::Unavailable,
+                };
+                std::iter::once(stop).chain((c.technology() == "PJSIP").then_some(report))
+            })
             .collect();
         self.with_call(now, key, out, |call, fx| {
-            for party in pjsip {
-                let state = TransferProgress::Unavailable;
-                let report = AriRequest::TransferProgress {
-                    channel: party,
-                    state,
-                };
-                fx.request(call, report);
+            for request in reports {
+                fx.request(call, request);
             }
             Flow::Continue
         });
-        for channel in [caller, callee] {
+        for channel in members {
             self.note_call_id(node, channel);
         }
     }
@@ -169,6 +174,14 @@ impl Engine {
                 self.hang_up_leftover(&node, &channel, out);
             }
         }
+    }
+
+    /// Whether `channel` was found in no bridge at a re-sync and no call has claimed it yet.
+    pub(super) fn is_stray(&self, node: &NodeName, channel: &str) -> bool {
+        self.strays
+            .iter()
+            .any(|(n, id, _)| n == node && id == channel)
+            && self.index.call_of(node, channel).is_none()
     }
 
     fn hang_up_leftover(&mut self, node: &NodeName, channel: &str, out: &mut Vec<Output>) {

@@ -481,6 +481,16 @@ impl Engine {
     ) {
         let source = transfer.referred_by.source_channel.id.clone();
         let Some(key) = self.index.call_of(node, &source) else {
+            // A REFER on a channel an earlier run left (about to be hung up) is declined at once; the
+            // echo after a transferer hung up, on a channel gone, starts nothing.
+            if transfer.state.is_none() && self.is_stray(node, &source) {
+                tracing::info!(channel = %source, "a REFER on a channel an earlier run left: 503");
+                let report = AriRequest::TransferProgress {
+                    channel: source,
+                    state: TransferProgress::Unavailable,
+                };
+                self.one_off(node.clone(), report, out);
+            }
             return;
         };
         if transfer.state.is_some() {

@@ -143,19 +143,25 @@ impl Call {
         }
     }
 
-    /// A connected call an earlier run left behind: `caller` and `callee` talking in `bridge` (S3).
+    /// A call an earlier run left behind (S3): `caller`, `callee` (and a third party, for a three-way)
+    /// talking in `bridge`.
     pub fn adopted(
         key: CallKey,
         node: NodeName,
         [caller, callee]: [&Channel; 2],
-        bridge: &str,
-        base: String,
+        third: Option<&Channel>,
+        (bridge, base): (&str, String),
         metaflows: Option<Arc<Metaflows>>,
     ) -> Call {
         let mut call = Call::new(key, node, caller, base, metaflows);
         call.parties[1] = callee.id.clone();
         call.bridge = bridge.to_owned();
-        call.phase = Phase::Connected;
+        call.phase = match third {
+            Some(third) => Phase::Threeway {
+                third: third.id.clone(),
+            },
+            None => Phase::Connected,
+        };
         call
     }
 

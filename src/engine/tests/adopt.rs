@@ -63,11 +63,18 @@ fn two_channels_talking_in_a_bridge_of_an_earlier_run_become_a_connected_call() 
     assert_eq!(engine.call_count(), 1);
     assert_eq!(engine.phase_of(NODE, "alice-1"), Some(CallPhase::Connected));
     assert_eq!(engine.phase_of(NODE, "old-1-b"), Some(CallPhase::Connected));
-    // A REFER the phones sent while no app was listening is told 503; the caller (not dialed) comes first.
+    // Music a feature-code hold left stops, and a REFER the phones sent while no app was listening is
+    // told 503; the caller (not dialed) comes first.
     assert_eq!(
         requests(&out),
         vec![
+            AriRequest::StopMoh {
+                channel: "alice-1".into()
+            },
             progress("alice-1", TransferProgress::Unavailable),
+            AriRequest::StopMoh {
+                channel: "old-1-b".into()
+            },
             progress("old-1-b", TransferProgress::Unavailable),
         ]
     );
@@ -195,29 +202,42 @@ fn a_channel_in_no_bridge_whose_stasis_start_comes_after_the_sync_is_routed_not_
 }
 
 #[test]
-fn a_three_way_bridge_of_an_earlier_run_is_left_as_it_is() {
+fn a_three_way_bridge_of_an_earlier_run_is_adopted_and_one_leaving_leaves_two_connected() {
     let mut engine = engine();
-    let out = engine.handle(
+    engine.handle(
         0,
         synced(
             vec![
-                app_channel("a", ""),
                 app_channel("b", "dialed"),
+                app_channel("a", ""),
                 app_channel("c", "dialed"),
             ],
             vec![bridge_of(
                 "old-1-bridge",
                 "ari-transfer/call-1",
-                &["a", "b", "c"],
+                &["b", "a", "c"],
             )],
         ),
     );
-    assert!(out.is_empty());
-    assert_eq!(engine.call_count(), 0);
+    assert_eq!(engine.call_count(), 1);
+    assert_eq!(engine.phase_of(NODE, "c"), Some(CallPhase::Threeway));
     assert_eq!(
         engine.poll_timeout(),
         None,
         "bridged channels are no strays"
+    );
+    let out = engine.handle(10, stasis_end("a"));
+    assert!(requests(&out).is_empty(), "{out:?}");
+    assert_eq!(engine.phase_of(NODE, "b"), Some(CallPhase::Connected));
+    let out = engine.handle(20, stasis_end("c"));
+    assert_eq!(
+        requests(&out),
+        vec![
+            hangup("b", HangupCause::NORMAL_CLEARING),
+            AriRequest::DestroyBridge {
+                bridge: "old-1-bridge".into()
+            },
+        ]
     );
 }
 
@@ -244,4 +264,18 @@ fn a_resync_of_this_runs_own_calls_adopts_nothing() {
     );
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(engine.call_count(), 1);
+}
+
+#[test]
+fn a_refer_on_a_channel_an_earlier_run_left_in_no_bridge_is_declined_at_once() {
+    let mut engine = engine();
+    engine.handle(0, synced(vec![app_channel("left-1", "")], vec![]));
+    let out = engine.handle(10, event(super::transfer::refer("left-1", "carol")));
+    assert_eq!(
+        requests(&out),
+        vec![progress("left-1", TransferProgress::Unavailable)]
+    );
+    // The echo of a REFER on a channel no run knows (its transferer is gone) starts nothing.
+    let out = engine.handle(20, event(super::transfer::refer("gone-1", "carol")));
+    assert!(out.is_empty());
 }
