@@ -10,7 +10,7 @@
 //! | two channels of the app talking in a bridge          | adopted as a connected call: hangups, REFERs and feature codes work as for any call; music on hold is stopped and a REFER left pending is told 503 (both no-ops if there is none) |
 //! | one channel of the app alone in a bridge (its peer left meanwhile) | hung up (Asterisk tells a pending REFER 503), the bridge destroyed |
 //! | an empty bridge named after the app                   | destroyed                                                 |
-//! | a channel of the app in no bridge (a call still ringing, a transfer under way) | hung up, unless a call of this run claims it within [`STRAY_GRACE`] (its StasisStart may still be queued behind the re-sync) |
+//! | a channel of the app in no bridge (a call still ringing, a transfer under way) | hung up, unless a call of this run claims it within [`STRAY_GRACE`] (its StasisStart may still be queued behind the re-sync); a REFER on it meanwhile is told 503 |
 //! | three channels of the app in a bridge (a three-way)   | adopted as a three-way call: when one leaves, the other two stay connected |
 //! | a bridge of four channels or more                     | left as it is (logged): the app makes none                |
 //!
