@@ -54,11 +54,14 @@ impl Engine {
             .collect();
         let stranger = |id: &str| strangers.iter().copied().find(|c| c.id == id);
         let mut bridged = HashSet::new();
+        // This run's own bridges are the re-sync's business (Engine::on_synced), not leftovers.
+        let this_run = format!("{}-", self.config.instance);
         for bridge in bridges {
-            if bridge
-                .channels
-                .iter()
-                .any(|id| self.index.call_of(node, id).is_some())
+            if bridge.id.starts_with(&this_run)
+                || bridge
+                    .channels
+                    .iter()
+                    .any(|id| self.index.call_of(node, id).is_some())
                 || self.calls.values().any(|call| call.owns_bridge(&bridge.id))
             {
                 continue;
@@ -78,17 +81,11 @@ impl Engine {
                 [lone] => {
                     tracing::info!(bridge = %bridge.id, channel = %lone.id, "a channel an earlier run left alone in a bridge: hanging it up");
                     self.hang_up_leftover(node, &lone.id, out);
-                    let destroy = AriRequest::DestroyBridge {
-                        bridge: bridge.id.clone(),
-                    };
-                    self.one_off(node.clone(), destroy, out);
+                    self.destroy_leftover(node, &bridge.id, out);
                 }
                 [] if named_ours => {
                     tracing::info!(bridge = %bridge.id, "destroying an empty bridge an earlier run left");
-                    let destroy = AriRequest::DestroyBridge {
-                        bridge: bridge.id.clone(),
-                    };
-                    self.one_off(node.clone(), destroy, out);
+                    self.destroy_leftover(node, &bridge.id, out);
                 }
                 [] => {}
                 _ => {
@@ -182,6 +179,11 @@ impl Engine {
             .iter()
             .any(|(n, id, _)| n == node && id == channel)
             && self.index.call_of(node, channel).is_none()
+    }
+
+    fn destroy_leftover(&mut self, node: &NodeName, bridge: &str, out: &mut Vec<Output>) {
+        let bridge = bridge.to_owned();
+        self.one_off(node.clone(), AriRequest::DestroyBridge { bridge }, out);
     }
 
     fn hang_up_leftover(&mut self, node: &NodeName, channel: &str, out: &mut Vec<Output>) {

@@ -279,3 +279,22 @@ fn a_refer_on_a_channel_an_earlier_run_left_in_no_bridge_is_declined_at_once() {
     let out = engine.handle(20, event(super::transfer::refer("gone-1", "carol")));
     assert!(out.is_empty());
 }
+
+#[test]
+fn an_empty_bridge_of_this_run_is_destroyed_once() {
+    let (mut engine, callee) = connected();
+    let present = [CALLER, callee.as_str()].map(|id| serde_json::from_value(channel(id)).unwrap());
+    let out = engine.handle(
+        9_000,
+        synced(
+            present.to_vec(),
+            vec![bridge_of("t-7-bridge", "ari-transfer/call-7", &[])],
+        ),
+    );
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::DestroyBridge {
+            bridge: "t-7-bridge".into()
+        }]
+    );
+}
