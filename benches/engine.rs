@@ -44,6 +44,7 @@ fn new_engine() -> Engine {
         recall_transferer: true,
         trunks: Vec::new(),
         metaflows: Default::default(),
+        refer_barrier: true,
     })
 }
 

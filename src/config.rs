@@ -14,6 +14,7 @@
 //! username = "ari-transfer"
 //! password_env = "ARI_PASSWORD"        # default
 //! trunks = { node2 = "node2" }         # per other node: this node's PJSIP endpoint that reaches it (A3)
+//! max_connections = 20                 # ARI requests in flight at once (Asterisk's sessionlimit is 100)
 //!
 //! [[routes]]                           # tried in order; the pattern must match the whole extension
 //! match = "[a-z]+|\\d+"
@@ -24,6 +25,7 @@
 //!
 //! [transfers]
 //! recall_transferer = true             # B6: call the transferer back if the target fails after it left
+//! refer_barrier = true                 # wait until Asterisk is done with a REFER before reporting on it
 //!
 //! [metaflows]                          # in-call feature codes (D1-D7); none without this table
 //! binding_key = "*"
@@ -176,12 +178,15 @@ fn millis(seconds: f64, max: f64) -> Option<u64> {
 struct TransfersFile {
     #[serde(default = "default_true")]
     recall_transferer: bool,
+    #[serde(default = "default_true")]
+    refer_barrier: bool,
 }
 
 impl Default for TransfersFile {
     fn default() -> Self {
         TransfersFile {
             recall_transferer: true,
+            refer_barrier: true,
         }
     }
 }
@@ -215,6 +220,8 @@ struct NodeFile {
     password_env: String,
     #[serde(default)]
     trunks: BTreeMap<String, String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +259,11 @@ fn default_password_env() -> String {
 fn default_ring() -> f64 {
     30.0
 }
+/// Well under Asterisk's default `sessionlimit` (100 HTTP sessions, shared with every other ARI and AMI
+/// client of that Asterisk).
+fn default_max_connections() -> usize {
+    20
+}
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -264,6 +276,9 @@ pub struct Config {
     pub ring_timeout: u64,
     /// A blind transfer whose target fails after the transferer hung up calls the transferer back.
     pub recall_transferer: bool,
+    /// Before its first progress report on a REFER, the engine waits until Asterisk has finished handling
+    /// that REFER (an Asterisk 22 crash otherwise; see the README's "Asterisk's REFER race").
+    pub refer_barrier: bool,
     /// The SIP trunks between nodes, for transfers across nodes.
     pub trunks: Vec<Trunk>,
     /// In-call feature codes.
@@ -276,6 +291,8 @@ pub struct NodeConfig {
     pub url: Url,
     pub username: String,
     pub password_env: String,
+    /// At most this many ARI requests to the node in flight at once (so as many HTTP sessions).
+    pub max_connections: usize,
 }
 
 impl NodeConfig {
@@ -369,6 +386,12 @@ impl Config {
                     "must name an environment variable".into(),
                 ));
             }
+            if !(1..=100).contains(&node.max_connections) {
+                return Err(err(
+                    key("max_connections"),
+                    "must be between 1 and 100 (Asterisk's default sessionlimit is 100)".into(),
+                ));
+            }
             for (peer, endpoint) in &node.trunks {
                 let valid = !endpoint.is_empty()
                     && endpoint
@@ -391,6 +414,7 @@ impl Config {
                 url,
                 username: node.username,
                 password_env: node.password_env,
+                max_connections: node.max_connections,
             });
         }
         for (i, node) in nodes.iter().enumerate() {
@@ -428,6 +452,7 @@ impl Config {
             routes,
             ring_timeout: (ring * 1000.0).round() as u64,
             recall_transferer: file.transfers.recall_transferer,
+            refer_barrier: file.transfers.refer_barrier,
             trunks,
             metaflows: match &file.metaflows {
                 None => MetaflowConfig::default(),

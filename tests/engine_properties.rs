@@ -134,6 +134,10 @@ struct World {
     /// made: never negative, or a REFER was told its outcome twice.
     taken_on: HashMap<String, i64>,
     violations: Vec<String>,
+    /// Channels with a REFER whose event the engine got and that Asterisk may still be setting up (no
+    /// session barrier since): a progress report reaching one would crash Asterisk 22. With each, the
+    /// reports to it the engine had already issued when that event came (it could not fence those).
+    setting_up: BTreeMap<String, usize>,
     next_inbound: u32,
     /// The node each bridge is on.
     bridge_node: HashMap<String, &'static str>,
@@ -153,6 +157,7 @@ fn engine(instance: &str) -> Engine {
         recall_transferer: true,
         trunks: vec![trunk(NODE1, NODE2), trunk(NODE2, NODE1)],
         metaflows: feature_codes(),
+        refer_barrier: true,
     })
 }
 
@@ -174,6 +179,7 @@ impl World {
             attempted: BTreeSet::new(),
             taken_on: HashMap::new(),
             violations: Vec::new(),
+            setting_up: BTreeMap::new(),
             next_inbound: 0,
             bridge_node: HashMap::new(),
             restarts: 0,
@@ -305,6 +311,20 @@ impl World {
                 return Some(404);
             }
         }
+        if let AriRequest::AwaitSession { channel } = request {
+            // Answered (even with an error) only after the session's queued work: the REFER is set up.
+            self.setting_up.remove(channel);
+        }
+        if let AriRequest::TransferProgress { channel, .. } = request {
+            let alive = self.alive(channel);
+            match self.setting_up.get_mut(channel) {
+                Some(0) if alive => self.violations.push(format!(
+                    "{request:?} reached a REFER Asterisk may still be setting up (no barrier)"
+                )),
+                Some(issued_before) => *issued_before = issued_before.saturating_sub(1),
+                None => {}
+            }
+        }
         let retry = self.failed.contains(request);
         if std::mem::take(&mut self.fail_next) && !retry {
             self.failed.push(request.clone());
@@ -399,9 +419,9 @@ impl World {
                 }
                 missing(self.alive(channel))
             }
-            AriRequest::Ring { channel } | AriRequest::SetVariable { channel, .. } => {
-                missing(self.alive(channel))
-            }
+            AriRequest::Ring { channel }
+            | AriRequest::SetVariable { channel, .. }
+            | AriRequest::AwaitSession { channel } => missing(self.alive(channel)),
             AriRequest::Answer { channel } => {
                 let alive = self.alive(channel);
                 if let Some(state) = self.channels.get_mut(channel) {
@@ -560,6 +580,12 @@ impl World {
             node: node.into(),
             event: serde_json::from_value(event).unwrap(),
         };
+        let issued = self
+            .requests
+            .iter()
+            .filter(|(_, _, r)| matches!(r, AriRequest::TransferProgress { channel, .. } if channel == source))
+            .count();
+        self.setting_up.insert(source.to_owned(), issued);
         let outputs = self.engine.handle(self.now, input);
         // A REFER on a channel the engine is already hanging up ends with the 503 Asterisk sends when the
         // channel goes (or with whatever the engine posts before that): it is owed nothing more. Nothing
@@ -644,6 +670,8 @@ impl World {
         self.pending.clear();
         self.last_delivered = None;
         self.fail_next = false;
+        // Asterisk finished setting up those REFERs long before a new run connects.
+        self.setting_up.clear();
         // The new run cannot know which REFER was pending where: it may end each pending one once (it
         // tells the parties of the calls it adopts 503, which is a no-op where none is pending), and it may
         // hang up a transferer (Asterisk then sends the 503).

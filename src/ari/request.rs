@@ -150,6 +150,13 @@ pub enum AriRequest {
         channel: String,
         state: TransferProgress,
     },
+    /// Answers only once Asterisk has finished handling the SIP requests queued on the channel's session
+    /// (a REFER among them): reading `CHANNEL(pjsip,call-id)` runs on the session's serializer, behind the
+    /// REFER's own task, and the caller waits for it. Made before the first progress report on a REFER,
+    /// whose handling in Asterisk 22 is not safe to interrupt (see the README's "Asterisk's REFER race").
+    AwaitSession {
+        channel: String,
+    },
 }
 
 /// The HTTP shape of a request: method, path below `/ari`, query parameters and an optional JSON body.
@@ -161,7 +168,7 @@ pub struct HttpCall {
     pub body: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Get,
     Post,
@@ -192,6 +199,7 @@ impl AriRequest {
             | AriRequest::Hangup { channel, .. }
             | AriRequest::SetVariable { channel, .. }
             | AriRequest::TransferProgress { channel, .. }
+            | AriRequest::AwaitSession { channel }
             | AriRequest::PlayOnChannel { channel, .. }
             | AriRequest::StartMoh { channel, .. }
             | AriRequest::StopMoh { channel }
@@ -355,6 +363,11 @@ impl AriRequest {
                 format!("/channels/{channel}/transfer_progress"),
                 vec![("states", state.as_str().to_owned())],
             ),
+            AriRequest::AwaitSession { channel } => call(
+                Method::Get,
+                format!("/channels/{channel}/variable"),
+                vec![("variable", "CHANNEL(pjsip,call-id)".to_owned())],
+            ),
         }
     }
 }
@@ -405,6 +418,20 @@ mod tests {
         assert_eq!(http.query, vec![("states", "channel_unavailable".into())]);
         assert_eq!(TransferProgress::Unavailable.sip_status(), 503);
         assert!(!TransferProgress::Progress.is_terminal());
+    }
+
+    #[test]
+    fn the_session_barrier_reads_a_pjsip_channel_function() {
+        let http = AriRequest::AwaitSession {
+            channel: "src".into(),
+        }
+        .to_http("app");
+        assert_eq!(http.method, Method::Get);
+        assert_eq!(http.path, "/channels/src/variable");
+        assert_eq!(
+            http.query,
+            vec![("variable", "CHANNEL(pjsip,call-id)".into())]
+        );
     }
 
     #[test]

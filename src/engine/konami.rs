@@ -89,6 +89,11 @@ impl Konami {
         (self.target.as_deref() == Some(channel)).then_some(Leg::Target)
     }
 
+    /// The target or recall being created, while it has not entered the app.
+    pub fn not_in_the_app_yet(&self) -> Option<&str> {
+        self.target.as_deref().filter(|_| !self.dialed)
+    }
+
     pub fn cancel_timer(&self, call: CallKey, timers: &mut Timers) {
         if let Some((at, kind)) = self.deadline {
             timers.cancel(at, call, kind);

@@ -163,6 +163,9 @@ pub struct EngineConfig {
     pub trunks: Vec<Trunk>,
     /// In-call feature codes (D1–D7).
     pub metaflows: MetaflowConfig,
+    /// Whether the first progress report on each REFER waits for Asterisk to have finished handling that
+    /// REFER ([`AriRequest::AwaitSession`] before it). Off only to reproduce the Asterisk 22 crash.
+    pub refer_barrier: bool,
 }
 
 /// Which feature codes a call has: those of its caller's endpoint, else the default ones, else none.
@@ -279,6 +282,9 @@ pub struct Engine {
     /// Channels of the app found in no bridge at a re-sync, and when they are taken for leftovers of an
     /// earlier run (see adopt.rs).
     strays: Vec<(NodeName, String, Millis)>,
+    /// Channels with a REFER that Asterisk may still be handling: the next progress report to each waits
+    /// for it (see [`Engine::fence_refers`]).
+    unfenced: HashSet<(NodeName, String)>,
 }
 
 impl Engine {
@@ -292,6 +298,7 @@ impl Engine {
             links: HashMap::new(),
             link_prefix: format!("xfer{}n", config.instance),
             strays: Vec::new(),
+            unfenced: HashSet::new(),
             config,
         }
     }
@@ -345,6 +352,7 @@ impl Engine {
                 }
             }
         }
+        self.fence_refers(&mut out);
         out
     }
 
@@ -364,16 +372,60 @@ impl Engine {
                 TimerKind::Strays => Flow::Continue,
             });
         }
+        self.fence_refers(&mut out);
         out
+    }
+
+    /// Puts a session barrier ([`AriRequest::AwaitSession`], in the same call's order) before the first
+    /// progress report on each new REFER. Asterisk 22 publishes a REFER's ChannelTransfer event before it
+    /// has finished setting up the REFER's progress state, and a `transfer_progress` that reaches the
+    /// channel in between makes it write through a NULL pointer (res_pjsip_refer's framehook): the
+    /// barrier answers only once that setup is done. Every REFER on the channel since its last report is
+    /// covered, a second one in the same dialog (B7) included.
+    fn fence_refers(&mut self, out: &mut Vec<Output>) {
+        if self.unfenced.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < out.len() {
+            if let Output::Ari {
+                node,
+                call,
+                request: AriRequest::TransferProgress { channel, .. },
+            } = &out[i]
+            {
+                if self.unfenced.remove(&(node.clone(), channel.clone())) {
+                    let barrier = Output::Ari {
+                        node: node.clone(),
+                        call: *call,
+                        request: AriRequest::AwaitSession {
+                            channel: channel.clone(),
+                        },
+                    };
+                    out.insert(i, barrier);
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
     }
 
     fn on_event(&mut self, now: Millis, node: NodeName, event: Event, out: &mut Vec<Output>) {
         if let Event::ChannelTransfer(transfer) = &event {
+            if transfer.state.is_none() && self.config.refer_barrier {
+                let source = &transfer.referred_by.source_channel.id;
+                self.unfenced.insert((node.clone(), source.clone()));
+            }
             return self.on_channel_transfer(now, &node, transfer, out);
         }
         let Some(channel) = event.channel() else {
             return;
         };
+        if matches!(event, Event::StasisEnd(_) | Event::ChannelDestroyed(_))
+            && !self.unfenced.is_empty()
+        {
+            self.unfenced.remove(&(node.clone(), channel.id.clone()));
+        }
         let known = self.index.call_of(&node, &channel.id);
         match (known, &event) {
             (Some(key), _) => {
@@ -736,6 +788,8 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         self.adopt_leftovers(now, &node, &channels, &bridges, out);
+        self.unfenced
+            .retain(|(at, id)| *at != node || channels.iter().any(|c| c.id == *id));
         // Bridges are judged before any call ends here: an ending call destroys its own.
         let ours = format!("{}-", self.config.instance);
         let orphans: Vec<String> = bridges
@@ -745,21 +799,28 @@ impl Engine {
             .map(|b| b.id)
             .collect();
         let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
-        let mut vanished: Vec<(CallKey, Leg)> = self
+        let mut vanished: Vec<(CallKey, String)> = self
             .calls
             .values()
             .filter(|call| call.node == node)
-            .filter_map(|call| {
-                call.legs_to_check_after_sync()
+            .flat_map(|call| {
+                call.channels_to_check_after_sync()
                     .into_iter()
-                    .find(|(_, id)| !present.contains(id.as_str()))
-                    .map(|(leg, _)| (call.key, leg))
+                    .filter(|id| !present.contains(id.as_str()))
+                    .map(|id| (call.key, id))
             })
             .collect();
-        vanished.sort();
-        for (key, leg) in vanished {
-            tracing::info!(call = %key, ?leg, "leg vanished while the websocket was down");
-            self.with_call(now, key, out, |call, fx| call.on_leg_gone(leg, 0, fx));
+        // Calls in key order, each call's channels parties first. Every vanished channel is reported, each
+        // as what it is by then (an earlier one may have changed the call's phase, or ended it).
+        vanished.sort_by_key(|(key, _)| *key);
+        for (key, channel) in vanished {
+            self.with_call(now, key, out, |call, fx| match call.leg_of(&channel) {
+                Some(leg) => {
+                    tracing::info!(call = %key, ?leg, %channel, "leg vanished while the websocket was down");
+                    call.on_leg_gone(leg, 0, fx)
+                }
+                None => Flow::Continue,
+            });
         }
         for bridge in orphans {
             tracing::info!(%bridge, "destroying a bridge no call owns");

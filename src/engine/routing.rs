@@ -277,16 +277,19 @@ impl Call {
         matches!(self.phase, Phase::Connected)
     }
 
-    /// The parties whose absence after a re-sync means they hung up unseen. A callee still being dialed may
-    /// not exist yet (its create request can be queued), so it is only checked once connected.
-    pub fn legs_to_check_after_sync(&self) -> Vec<(Leg, String)> {
-        let checked = match self.phase {
-            Phase::Dialing { .. } => 1,
-            _ => 2,
+    /// The channels whose absence after a re-sync means they hung up unseen: every channel of the call,
+    /// parties first, but one the call created that has not entered the app yet (a callee, a transfer's
+    /// target or link leg, a recall: its create request can still be queued).
+    pub fn channels_to_check_after_sync(&self) -> Vec<String> {
+        let unborn = match &self.phase {
+            Phase::Dialing { dialed: false, .. } => Some(self.parties[1].as_str()),
+            Phase::Transferring(transfer) => transfer.not_in_the_app_yet(),
+            Phase::Konami(konami) => konami.not_in_the_app_yet(),
+            _ => None,
         };
-        (0..checked)
-            .map(|i| (Leg::Party(i), self.parties[i].clone()))
-            .collect()
+        let mut channels = self.channels();
+        channels.retain(|c| Some(c.as_str()) != unborn);
+        channels
     }
 
     /// Puts the caller in ari-only transfer mode, rings it, and dials `dial`.
@@ -591,6 +594,7 @@ impl Call {
             }
             AriRequest::SetVariable { .. }
             | AriRequest::TransferProgress { .. }
+            | AriRequest::AwaitSession { .. }
             | AriRequest::RemoveFromBridge { .. }
             | AriRequest::PlayOnBridge { .. }
             | AriRequest::PlayOnChannel { .. }

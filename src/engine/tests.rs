@@ -1,6 +1,7 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
 mod adopt;
+mod barrier;
 mod cross_node;
 mod konami;
 mod transfer;
@@ -21,6 +22,9 @@ fn engine() -> Engine {
         recall_transferer: true,
         trunks: Vec::new(),
         metaflows: Default::default(),
+        // The session barrier before a REFER's first report has its own tests (tests/barrier.rs); the
+        // others read as the transfer flows they check.
+        refer_barrier: false,
     })
 }
 

@@ -152,6 +152,23 @@ impl Transfer {
         }
     }
 
+    /// The target or link leg this transfer created, while it has not entered the app.
+    pub fn not_in_the_app_yet(&self) -> Option<&str> {
+        match self {
+            Transfer::Blind {
+                target,
+                dialed: false,
+                ..
+            } => Some(target),
+            Transfer::Remote {
+                link,
+                dialed: false,
+                ..
+            } => Some(link),
+            _ => None,
+        }
+    }
+
     pub fn note_dial_failure(&mut self, cause: HangupCause) {
         if let Transfer::Blind { failure, .. } = self {
             *failure = Some(cause);

@@ -86,6 +86,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         recall_transferer: config.recall_transferer,
         trunks: config.trunks.clone(),
         metaflows: config.metaflows.clone(),
+        refer_barrier: config.refer_barrier,
     });
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
     drive(engine, clients, node_rx, health, shutdown).await;

@@ -322,6 +322,8 @@ pub struct AppSettings {
     pub ring_timeout_secs: f64,
     /// `transfers.recall_transferer` (B6).
     pub recall_transferer: bool,
+    /// `transfers.refer_barrier`: off only to reproduce Asterisk's REFER race (the load benchmark).
+    pub refer_barrier: bool,
     /// The node list as (name, url, username, password env var).
     pub nodes: Vec<(String, String, String, String)>,
     /// `[[routes]]` as (match, dial), in order.
@@ -342,6 +344,7 @@ impl AppSettings {
         AppSettings {
             ring_timeout_secs: 30.0,
             recall_transferer: true,
+            refer_barrier: true,
             nodes: nodes
                 .iter()
                 .map(|node| {
@@ -364,8 +367,8 @@ impl AppSettings {
         let mut text = format!(
             "app = \"ari-transfer\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [timeouts]\nring = {}\n\
-             [transfers]\nrecall_transferer = {}\n",
-            self.ring_timeout_secs, self.recall_transferer
+             [transfers]\nrecall_transferer = {}\nrefer_barrier = {}\n",
+            self.ring_timeout_secs, self.recall_transferer, self.refer_barrier
         );
         for (pattern, dial) in &self.routes {
             text.push_str(&format!(

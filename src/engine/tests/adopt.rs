@@ -5,7 +5,7 @@ use super::*;
 use crate::engine::adopt::STRAY_GRACE;
 
 /// A channel of the app (`dialplan.app_data` = `ari-transfer[,args]`), as an earlier run left it.
-fn app_channel(id: &str, args: &str) -> Channel {
+pub(super) fn app_channel(id: &str, args: &str) -> Channel {
     let mut value = channel(id);
     let data = if args.is_empty() {
         "ari-transfer".to_owned()
@@ -21,7 +21,7 @@ fn bridge_of(id: &str, name: &str, channels: &[&str]) -> Bridge {
     serde_json::from_value(json!({"id": id, "name": name, "channels": channels})).unwrap()
 }
 
-fn synced(channels: Vec<Channel>, bridges: Vec<Bridge>) -> Input {
+pub(super) fn synced(channels: Vec<Channel>, bridges: Vec<Bridge>) -> Input {
     Input::NodeSynced {
         node: NODE.into(),
         channels,

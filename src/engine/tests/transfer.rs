@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::adopt::{app_channel, synced};
 use super::*;
 
 /// Call 1: CALLER (party 0) dialed bob, whose leg `t-1-b` (party 1) answered; bridge `t-1-bridge`.
@@ -625,4 +626,63 @@ fn a_transferer_still_departing_from_a_call_that_is_absorbed_is_hung_up_at_once(
     let out = engine.handle(1_200, attended_refer(CONSULT, "t-3-t", false));
     assert!(requests(&out).contains(&hangup(CALLER, HangupCause::NORMAL_CLEARING)));
     assert_eq!(requests(&engine.handle_timeout(3_000)), vec![]);
+}
+
+/// A re-sync after the websocket was down finds only `present` of the call's channels.
+fn resynced_with(engine: &mut Engine, at: Millis, present: &[&str]) -> Vec<Output> {
+    let channels = present.iter().map(|id| app_channel(id, "")).collect();
+    engine.handle(at, synced(channels, vec![]))
+}
+
+#[test]
+fn b3_a_target_that_vanished_while_the_app_was_away_gives_503_at_once() {
+    let mut engine = blind_pending(CALLER);
+    let out = resynced_with(&mut engine, 5_000, &[CALLER, TRANSFEREE]);
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Unavailable)]
+    );
+    assert!(requests(&out).contains(&add(BRIDGE1, CALLER)));
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
+}
+
+#[test]
+fn b5_every_leg_vanished_with_asterisk_ends_the_transfer_without_ringing_on_or_recalling() {
+    let mut engine = blind_pending(CALLER);
+    let out = resynced_with(&mut engine, 5_000, &[]);
+    assert!(ended(&out));
+    assert_eq!(engine.call_count(), 0);
+    // No ring timeout left to fire, and nobody called back for a call that is gone.
+    assert_eq!(engine.poll_timeout(), None);
+    assert!(!requests(&out)
+        .iter()
+        .any(|r| matches!(r, AriRequest::CreateChannel { .. })));
+}
+
+#[test]
+fn b6_the_transferer_and_the_target_vanished_calls_the_transferer_back_for_the_transferee() {
+    let mut engine = blind_pending(CALLER);
+    let out = resynced_with(&mut engine, 5_000, &[TRANSFEREE]);
+    // Both are reported, not only the transferer (whose absence alone lets the target ring on): the
+    // target's failure after the transferer left is B6's, and the transferee is still there.
+    assert_eq!(
+        requests(&out),
+        vec![AriRequest::CreateChannel {
+            channel: RECALL.into(),
+            endpoint: "PJSIP/alice".into(),
+            app_args: "dialed".into(),
+            originator: Some(TRANSFEREE.into()),
+            variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+        }]
+    );
+}
+
+#[test]
+fn a_target_still_being_created_at_a_resync_is_not_taken_for_gone() {
+    let (mut engine, _) = connected();
+    engine.handle(1_000, blind_refer(CALLER, "carol"));
+    // The target's StasisStart has not come yet: its create request may still be queued.
+    let out = resynced_with(&mut engine, 1_001, &[CALLER, TRANSFEREE]);
+    assert!(terminal_reports(&out).is_empty());
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
 }
