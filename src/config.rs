@@ -716,6 +716,8 @@ ring = 2.5
         assert_eq!(config.nodes[0].password_env, "ARI_PASSWORD");
         assert_eq!(config.ring_timeout, 2500);
         assert!(config.recall_transferer);
+        assert!(config.refer_barrier);
+        assert_eq!(config.nodes[0].max_connections, 20);
         assert_eq!(
             config.routes[0].dial_string("42").as_deref(),
             Some("PJSIP/42")
@@ -746,6 +748,11 @@ ring = 2.5
         assert_eq!(
             error_of(&GOOD.replace("ring = 2.5", "ring = -1")),
             "test.toml: timeouts.ring: must be between 0 and 3600 seconds"
+        );
+        assert_eq!(
+            error_of(&GOOD.replace("username =", "max_connections = 0\nusername =")),
+            "test.toml: nodes[0].max_connections: must be between 1 and 100 (Asterisk's default \
+             sessionlimit is 100)"
         );
         assert_eq!(
             error_of("app = \"x\"\n"),

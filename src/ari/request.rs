@@ -233,6 +233,27 @@ impl AriRequest {
         }
     }
 
+    /// Whether making this request twice has the effect of making it once (a second hangup finds the
+    /// channel gone), so that one whose connection closed before an answer can be made again. Not so:
+    /// creating a channel or bridge (the id is taken), dialing, playing, sending digits, a progress report
+    /// (a second NOTIFY), and a move into a bridge (a second one may fail, and a failed move rolls a
+    /// transfer back).
+    pub fn safe_to_repeat(&self) -> bool {
+        matches!(
+            self,
+            AriRequest::DestroyBridge { .. }
+                | AriRequest::RemoveFromBridge { .. }
+                | AriRequest::StopPlayback { .. }
+                | AriRequest::StartMoh { .. }
+                | AriRequest::StopMoh { .. }
+                | AriRequest::Ring { .. }
+                | AriRequest::Answer { .. }
+                | AriRequest::Hangup { .. }
+                | AriRequest::SetVariable { .. }
+                | AriRequest::AwaitSession { .. }
+        )
+    }
+
     /// The method, path and parameters of this request. `app` is the Stasis application name.
     pub fn to_http(&self, app: &str) -> HttpCall {
         let call = |method, path: String, query: Vec<(&'static str, String)>| HttpCall {

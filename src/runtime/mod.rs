@@ -30,7 +30,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let mut clients = HashMap::new();
     for node in &config.nodes {
         let password = node.password().map_err(anyhow::Error::msg)?;
-        let client = AriClient::new(&node.url, &config.app, &node.username, &password)?;
+        let client = AriClient::new(
+            &node.url,
+            &config.app,
+            &node.username,
+            &password,
+            node.max_connections,
+        )?;
         match client.check().await {
             Ok(()) => {
                 if let Ok(true) = client.application_in_use().await {
