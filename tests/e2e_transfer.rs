@@ -529,3 +529,41 @@ async fn b7_a_second_refer_while_the_first_is_pending_lets_the_first_go_on() {
     bob.expect_success().await;
     assert_nothing_left(&node).await;
 }
+
+#[tokio::test]
+async fn b3_asterisk_restarting_while_the_target_rings_ends_the_transfer_at_once() {
+    let _lab = serial().await;
+    let node = lab::node(1);
+    let dir = scratch("b3_asterisk_restarts_while_ringing");
+    let app = app(&dir, &node, 3.0).await;
+
+    let _bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    let _carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
+    let talk = ["-set", "talk_after_ms", "10000"];
+    let _alice = Phone::blind_transferer(&dir, &node, "carol", "503", &talk);
+    channel_id_named(&node, "PJSIP/carol-").await;
+
+    // Every leg of the transfer (alice, bob and the ringing carol) goes with Asterisk.
+    lab::kill_node(1);
+    app.wait_ready(false).await;
+    lab::start_node(1);
+    app.wait_ready(true).await;
+    // alice's phone is back (registered anew): a transfer that had only heard of alice's leg going would
+    // let carol "ring" on to the 3 s timeout, then call alice back for a bob who is gone.
+    let alice_again = Phone::callee(&dir, &node, "alice", "uas_answer.xml", &[]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = app.log();
+    assert!(
+        !alice_again.trace_text().contains("INVITE sip:"),
+        "alice was called back for a call that is gone:\n{}",
+        alice_again.trace_text()
+    );
+    // alice's leg alone would let the transfer go on; bob's too ends it (carol's is then moot).
+    assert!(
+        log.matches("leg vanished while the websocket was down")
+            .count()
+            >= 2,
+        "not only the transferer's leg is reported gone:\n{log}"
+    );
+    assert_nothing_left(&node).await;
+}
