@@ -461,6 +461,17 @@ impl World {
                         self.violations
                             .push(format!("{channel} told the outcome of a REFER twice"));
                     }
+                    if self.owed.get(channel).is_some_and(|owed| *owed > 0) {
+                        // Asterisk reports the REFER's end to the app after its final NOTIFY.
+                        let referred_by = json!({"source_channel": self.snapshot(channel, true)});
+                        let node = self.info[channel].node;
+                        self.pending.push_back((
+                            node,
+                            json!({"type": "ChannelTransfer", "state": state.as_str(),
+                                "refer_to": {"requested_destination": {"destination": "x"}},
+                                "referred_by": referred_by}),
+                        ));
+                    }
                     if let Some(owed) = self.owed.get_mut(channel) {
                         *owed = 0;
                     }

@@ -545,7 +545,13 @@ impl Engine {
             }
             return;
         };
-        if transfer.state.is_some() {
+        if let Some(state) = &transfer.state {
+            // Asterisk reporting on a REFER it has sent a final NOTIFY for: it is done with its dialogs.
+            if state != TransferProgress::Progress.as_str() {
+                self.with_call(now, key, out, |call, fx| {
+                    call.on_refer_reported(&source, fx)
+                });
+            }
             return;
         }
         if self
@@ -815,6 +821,7 @@ impl Engine {
         vanished.sort_by_key(|(key, _)| *key);
         for (key, channel) in vanished {
             self.with_call(now, key, out, |call, fx| match call.leg_of(&channel) {
+                Some(Leg::Departing) => call.on_departed(&channel, fx),
                 Some(leg) => {
                     tracing::info!(call = %key, ?leg, %channel, "leg vanished while the websocket was down");
                     call.on_leg_gone(leg, 0, fx)

@@ -60,6 +60,23 @@ pub enum Leg {
     Departing,
 }
 
+/// The transferer's legs after a transfer told 200: S, whose phone usually hangs up by itself, is hung up
+/// at `at` if it has not; R (an attended transfer's consult leg) as soon as Asterisk has reported S's REFER
+/// ended (the ChannelTransfer event with a terminal state, published after Asterisk's last use of R's
+/// channel: hanging R up while Asterisk still reports on it reads a freed channel), or at `at`.
+#[derive(Debug)]
+pub(super) struct Departing {
+    pub transferer: Option<String>,
+    pub replaced: Option<String>,
+    pub at: Millis,
+}
+
+impl Departing {
+    pub fn channels(&self) -> impl Iterator<Item = &String> {
+        self.transferer.iter().chain(self.replaced.iter())
+    }
+}
+
 /// Whether a call goes on after an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -101,8 +118,8 @@ pub struct Call {
     pub(super) bridge: String,
     caller_is_pjsip: bool,
     pub(super) phase: Phase,
-    /// A transferer leg told 200, and when it is hung up if its phone has not hung up by then.
-    pub(super) departing: Option<(String, Millis)>,
+    /// The transferer's legs after its transfer succeeded, until they are hung up.
+    pub(super) departing: Option<Departing>,
     /// The ids of channels and bridges the call creates begin with this.
     base: String,
     serial: u32,
@@ -213,7 +230,7 @@ impl Call {
             Phase::Threeway { third } => channels.push(third.clone()),
             Phase::Dialing { .. } | Phase::Connected => {}
         }
-        channels.extend(self.departing.iter().map(|(channel, _)| channel.clone()));
+        channels.extend(self.departing.iter().flat_map(Departing::channels).cloned());
         channels
     }
 
@@ -221,7 +238,11 @@ impl Call {
         if let Some(index) = self.parties.iter().position(|p| p == channel) {
             return Some(Leg::Party(index));
         }
-        if self.departing.as_ref().is_some_and(|(c, _)| c == channel) {
+        if self
+            .departing
+            .as_ref()
+            .is_some_and(|d| d.channels().any(|c| c == channel))
+        {
             return Some(Leg::Departing);
         }
         match &self.phase {
@@ -402,6 +423,13 @@ impl Call {
                 }
                 _ => Flow::Continue,
             },
+            Event::ChannelHangupRequest(_) | Event::ChannelDestroyed(_) | Event::StasisEnd(_)
+                if leg == Leg::Departing =>
+            {
+                event
+                    .channel()
+                    .map_or(Flow::Continue, |c| self.on_departed(&c.id, fx))
+            }
             Event::ChannelHangupRequest(e) => self.on_leg_gone(leg, e.cause.unwrap_or(0), fx),
             Event::ChannelDestroyed(e) => self.on_leg_gone(leg, e.cause, fx),
             Event::StasisEnd(_) => self.on_leg_gone(leg, 0, fx),
@@ -458,12 +486,6 @@ impl Call {
     /// A leg hung up (or vanished). `cause` is its Q.850 cause, 0 when unknown.
     pub fn on_leg_gone(&mut self, leg: Leg, cause: i32, fx: &mut Effects) -> Flow {
         tracing::info!(call = %self.key, ?leg, cause, "leg hung up");
-        if leg == Leg::Departing {
-            if let Some((_, at)) = self.departing.take() {
-                fx.timers.cancel(at, self.key, TimerKind::ReleaseTransferer);
-            }
-            return Flow::Continue;
-        }
         match (&self.phase, leg) {
             (Phase::Transferring(_), leg) => self.on_leg_gone_in_transfer(leg, cause, fx),
             (Phase::Konami(_), leg) => self.on_leg_gone_in_konami(leg, cause, fx),
@@ -653,8 +675,8 @@ impl Call {
     }
 
     pub fn cancel_timers(&self, timers: &mut Timers) {
-        if let Some((_, at)) = &self.departing {
-            timers.cancel(*at, self.key, TimerKind::ReleaseTransferer);
+        if let Some(departing) = &self.departing {
+            timers.cancel(departing.at, self.key, TimerKind::ReleaseTransferer);
         }
         for (party, collector) in self.collectors.iter().enumerate() {
             if let Some(at) = collector.deadline() {

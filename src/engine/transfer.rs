@@ -52,7 +52,7 @@
 
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
-use super::routing::{Call, Flow, Leg, Phase};
+use super::routing::{Call, Departing, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
 use super::{CallKey, Effects, Millis};
 
@@ -516,14 +516,52 @@ impl Call {
         self.release_transferer(fx);
         let at = fx.now + TRANSFERER_GRACE;
         fx.timers.arm(at, self.key, TimerKind::ReleaseTransferer);
-        self.departing = Some((transferer, at));
+        self.departing = Some(Departing {
+            transferer: Some(transferer),
+            replaced: None,
+            at,
+        });
     }
 
-    /// Hangs up the departing transferer, if there is one.
+    /// Hangs up the departing transferer's legs, if there are any.
     pub(super) fn release_transferer(&mut self, fx: &mut Effects) -> Flow {
-        if let Some((channel, at)) = self.departing.take() {
-            fx.timers.cancel(at, self.key, TimerKind::ReleaseTransferer);
-            self.release(vec![channel], fx);
+        if let Some(departing) = self.departing.take() {
+            fx.timers
+                .cancel(departing.at, self.key, TimerKind::ReleaseTransferer);
+            self.release(departing.channels().cloned().collect(), fx);
+        }
+        Flow::Continue
+    }
+
+    /// Asterisk reported the end of a REFER on `channel` (a ChannelTransfer event with a state): if that
+    /// is the departing transferer, its consult leg can go now.
+    pub(super) fn on_refer_reported(&mut self, channel: &str, fx: &mut Effects) -> Flow {
+        let Some(departing) = &mut self.departing else {
+            return Flow::Continue;
+        };
+        if departing.transferer.as_deref() == Some(channel) {
+            if let Some(replaced) = departing.replaced.take() {
+                self.release(vec![replaced], fx);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A departing leg hung up (or vanished).
+    pub(super) fn on_departed(&mut self, channel: &str, fx: &mut Effects) -> Flow {
+        let Some(departing) = &mut self.departing else {
+            return Flow::Continue;
+        };
+        if departing.transferer.as_deref() == Some(channel) {
+            departing.transferer = None;
+        }
+        if departing.replaced.as_deref() == Some(channel) {
+            departing.replaced = None;
+        }
+        if departing.channels().next().is_none() {
+            fx.timers
+                .cancel(departing.at, self.key, TimerKind::ReleaseTransferer);
+            self.departing = None;
         }
         Flow::Continue
     }
@@ -596,7 +634,11 @@ impl Call {
         };
         fx.request(self, AriRequest::DestroyBridge { bridge: old_bridge });
         self.complete_transfer(source, newcomer, !source_gone, fx);
-        self.release(vec![replaced], fx);
+        match &mut self.departing {
+            // Told 200: R waits until Asterisk is done reporting on the REFER, whose state holds it.
+            Some(departing) if !source_gone => departing.replaced = Some(replaced),
+            _ => self.release(vec![replaced], fx),
+        }
         Flow::Continue
     }
 

@@ -23,6 +23,13 @@ pub(super) fn refer(source: &str, destination: &str) -> Value {
     value
 }
 
+/// Asterisk's ChannelTransfer event after it sent the final NOTIFY 200 of a REFER on `source`.
+fn refer_reported(source: &str) -> Input {
+    let mut value = refer(source, "carol");
+    value["state"] = json!("channel_answered");
+    event(value)
+}
+
 fn blind_refer(source: &str, destination: &str) -> Input {
     event(refer(source, destination))
 }
@@ -458,8 +465,12 @@ fn a1_attended_resolved_by_asterisk_moves_the_consulted_party_to_the_transferee(
                 bridge: BRIDGE2.into()
             },
             progress(CALLER, TransferProgress::Answered),
-            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
         ]
+    );
+    // The consult leg goes once Asterisk has reported the REFER ended (it uses R's channel until then).
+    assert_eq!(
+        requests(&engine.handle(1_012, refer_reported(CALLER))),
+        vec![hangup(CONSULT, HangupCause::NORMAL_CLEARING)]
     );
     // The leg that sent the REFER is hung up a moment later, unless its phone hangs up first.
     assert_eq!(
@@ -602,12 +613,15 @@ fn a6_attended_refer_on_the_consult_leg_moves_the_first_calls_party() {
                 bridge: BRIDGE1.into()
             },
             progress(CONSULT, TransferProgress::Answered),
-            hangup(CALLER, HangupCause::NORMAL_CLEARING),
         ]
     );
+    // Without Asterisk's report, both of the transferer's legs go when its moment is over.
     assert_eq!(
         requests(&engine.handle_timeout(2_010)),
-        vec![hangup(CONSULT, HangupCause::NORMAL_CLEARING)]
+        vec![
+            hangup(CONSULT, HangupCause::NORMAL_CLEARING),
+            hangup(CALLER, HangupCause::NORMAL_CLEARING)
+        ]
     );
     assert_eq!(
         engine.phase_of(NODE, TRANSFEREE),
@@ -685,4 +699,16 @@ fn a_target_still_being_created_at_a_resync_is_not_taken_for_gone() {
     let out = resynced_with(&mut engine, 1_001, &[CALLER, TRANSFEREE]);
     assert!(terminal_reports(&out).is_empty());
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
+}
+
+#[test]
+fn a1_the_transferer_hanging_up_its_legs_itself_leaves_nothing_to_release() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    engine.handle(1_010, entered_bridge(BRIDGE1, CONSULTED));
+    // The phone hangs up both dialogs after the 200, before Asterisk's report comes.
+    assert!(requests(&engine.handle(1_011, stasis_end(CONSULT))).is_empty());
+    assert!(requests(&engine.handle(1_012, stasis_end(CALLER))).is_empty());
+    assert!(requests(&engine.handle(1_013, refer_reported(CALLER))).is_empty());
+    assert_eq!(engine.poll_timeout(), None);
+    assert_eq!(engine.phase_of(NODE, CONSULTED), Some(CallPhase::Connected));
 }
