@@ -35,17 +35,19 @@
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
+#[path = "../tests/lab/load.rs"]
+mod load;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use lab::{
-    ari_get, consult_call, free_tcp_port, free_udp_port, scratch, wait_application_free,
-    AppSettings, Node, Phone, ARI_PASSWORD, ARI_USER,
+    ari_get, consult_call, free_udp_port, scratch, wait_application_free, AppSettings, Node, Phone,
+};
+use load::{
+    clock_ticks, command_line, cpu_of, for_each_traced, keep_node_logs, node_state, App, NodeState,
 };
 
 /// The lab nodes of this benchmark (the end-to-end tests use 1 and 2): every kind but `across` runs on the
@@ -118,17 +120,7 @@ struct LabNodes {
 }
 
 fn run_lab(args: &[&str]) -> Result<(), String> {
-    let status = std::process::Command::new("bash")
-        .arg(lab::repo().join("scripts/lab"))
-        .args(args)
-        .env("ARI_TRANSFER_LAB_OVERLAY", lab::repo().join(OVERLAY))
-        .status()
-        .map_err(|e| format!("run scripts/lab: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("scripts/lab {args:?} failed ({status})"))
-    }
+    load::run_lab(OVERLAY, args)
 }
 
 fn lab_nodes(command: &str) -> Result<(), String> {
@@ -157,217 +149,29 @@ impl Drop for LabNodes {
     }
 }
 
-/// The `ari-transfer` binary at its default log level (info), killed and waited for on drop.
-struct App {
-    child: std::process::Child,
-    log: PathBuf,
-    readyz: String,
-}
-
-impl App {
-    /// The app on `nodes`, each with a trunk to every other one (the e2e tests' config: ring timeout 30 s,
-    /// every extension dialed as `PJSIP/{exten}` on the caller's node).
-    async fn start(dir: &Path, nodes: &[Node]) -> App {
-        for node in nodes {
-            wait_application_free(&node.ari_url()).await;
-        }
-        let http_port = free_tcp_port();
-        let config = dir.join("ari-transfer.toml");
-        let nodes: Vec<&Node> = nodes.iter().collect();
-        std::fs::write(&config, AppSettings::for_nodes(&nodes).toml(http_port)).unwrap();
-        let log = dir.join("app.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("ARI_PASSWORD", ARI_PASSWORD)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn ari-transfer");
-        let app = App {
-            child,
-            log,
-            readyz: format!("http://127.0.0.1:{http_port}/readyz"),
-        };
-        if let Err(e) = app.wait_ready().await {
-            panic!("{e}");
-        }
-        app
-    }
-
-    /// Waits until `/readyz` answers 200 (every node connected and synced).
-    async fn wait_ready(&self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(response) = reqwest::get(&self.readyz).await {
-                if response.status() == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "ari-transfer not ready within 30 s; log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU time of a process so far: (utime+stime in clock ticks, sum of its live threads' run time in ns).
-fn cpu_of(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // fields after the command name in parentheses: state is field 3, utime 14, stime 15
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let mut ns = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let path = task.unwrap().path().join("schedstat");
-        if let Ok(text) = std::fs::read_to_string(path) {
-            ns += text
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    (ticks, ns)
-}
-
-/// Clock ticks per second, and whether it was assumed.
-fn clock_ticks() -> (u64, bool) {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .map_or((100, true), |t| (t, false))
-}
-
-fn command_line(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Microseconds since 1970 of a SIPp trace timestamp `YYYY-MM-DD HH:MM:SS.micro` (local time; only
-/// differences matter).
-fn parse_stamp(stamp: &str) -> Option<i64> {
-    let (date, time) = stamp.trim().split_once(' ')?;
-    let mut ymd = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
-    let (hms, micro) = time.split_once('.')?;
-    let mut parts = hms.split(':').map(|p| p.parse::<i64>());
-    let (hh, mm, ss) = (
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    );
-    // days from civil (proleptic Gregorian), Howard Hinnant's algorithm
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let micro: i64 = format!("{micro:0<6}")[..6].parse().ok()?;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + micro)
-}
-
-/// One message of a SIPp `-trace_msg` file.
-struct Traced<'a> {
-    at: i64,
-    sent: bool,
-    lines: Vec<&'a str>,
-}
-
-impl Traced<'_> {
-    fn start_line(&self) -> &str {
-        self.lines
-            .iter()
-            .find(|l| !l.trim().is_empty())
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.lines.iter().find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then_some(value.trim())
-        })
-    }
-}
-
-fn traced_messages(trace: &str) -> Vec<Traced<'_>> {
-    let mut messages: Vec<Traced> = Vec::new();
-    let mut lines = trace.lines();
-    while let Some(line) = lines.next() {
-        if let Some(stamp) = line.strip_prefix("-----") {
-            if let Some(at) = parse_stamp(stamp.trim_start_matches('-')) {
-                let direction = lines.next().unwrap_or_default();
-                messages.push(Traced {
-                    at,
-                    sent: direction.contains("message sent"),
-                    lines: Vec::new(),
-                });
-                continue;
-            }
-        }
-        if let Some(message) = messages.last_mut() {
-            message.lines.push(line);
-        }
-    }
-    messages
+/// The app on `nodes`, each with a trunk to every other one (the e2e tests' config: ring timeout 30 s,
+/// every extension dialed as `PJSIP/{exten}` on the caller's node).
+async fn start_app(dir: &Path, nodes: &[Node]) -> App {
+    let nodes: Vec<&Node> = nodes.iter().collect();
+    App::start(dir, &AppSettings::for_nodes(&nodes))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// From the transferring phone's trace: ms from the REFER sent to the first terminated NOTIFY received,
 /// which must carry `SIP/2.0 200`.
 fn refer_to_final_notify(trace: &str) -> Result<f64, String> {
-    let messages = traced_messages(trace);
+    let mut messages = Vec::new();
+    for_each_traced(trace.as_bytes(), |m| messages.push(m));
     let refer = messages
         .iter()
         .position(|m| m.sent && m.start_line().starts_with("REFER "))
         .ok_or("no REFER sent in the trace")?;
     let notify = messages[refer..]
         .iter()
-        .find(|m| {
-            !m.sent
-                && m.start_line().starts_with("NOTIFY ")
-                && m.header("Subscription-State")
-                    .is_some_and(|s| s.to_ascii_lowercase().starts_with("terminated"))
-        })
+        .find(|m| !m.sent && m.is_final_notify())
         .ok_or("no terminated NOTIFY received after the REFER")?;
-    let sipfrag = notify
-        .lines
-        .iter()
-        .find(|l| l.starts_with("SIP/2.0 "))
-        .copied()
-        .unwrap_or_default();
+    let sipfrag = notify.sipfrag();
     if !sipfrag.starts_with("SIP/2.0 200") {
         return Err(format!("final NOTIFY sipfrag {sipfrag:?}, not 200"));
     }
@@ -518,61 +322,6 @@ async fn blind(node: Node, dir: PathBuf, mode: Mode) -> Result<f64, String> {
     refer_to_final_notify(&std::fs::read_to_string(trace).unwrap_or_default())
 }
 
-/// `GET /ari{path}` on the node, an error (instead of a panic) when it does not answer.
-async fn ari_try_get(node: &Node, path: &str) -> Result<Value, String> {
-    let url = format!("{}/ari{path}", node.ari_url());
-    let response = reqwest::Client::new()
-        .get(&url)
-        .basic_auth(ARI_USER, Some(ARI_PASSWORD))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("GET {url}: {}", response.status()));
-    }
-    response.json().await.map_err(|e| format!("GET {url}: {e}"))
-}
-
-enum NodeState {
-    Clean,
-    /// channel names and bridge ids still there
-    Left(String),
-    /// ARI does not answer (Asterisk crashed)
-    Down(String),
-}
-
-/// Whether the node is clean, allowing `within` for hangups to finish.
-async fn node_state(node: &Node, within: Duration) -> NodeState {
-    let deadline = Instant::now() + within;
-    loop {
-        let (channels, bridges) = match (
-            ari_try_get(node, "/channels").await,
-            ari_try_get(node, "/bridges").await,
-        ) {
-            (Ok(channels), Ok(bridges)) => (channels, bridges),
-            (Err(e), _) | (_, Err(e)) => return NodeState::Down(e),
-        };
-        let channels = channels.as_array().cloned().unwrap_or_default();
-        let bridges = bridges.as_array().cloned().unwrap_or_default();
-        if channels.is_empty() && bridges.is_empty() {
-            return NodeState::Clean;
-        }
-        if Instant::now() >= deadline {
-            let names: Vec<String> = channels
-                .iter()
-                .map(|c| format!("{} ({})", c["name"], c["state"]))
-                .collect();
-            let bridges: Vec<String> = bridges
-                .iter()
-                .map(|b| format!("{} {} {}", b["id"], b["bridge_class"], b["channels"]))
-                .collect();
-            return NodeState::Left(format!("channels {names:?}, bridges {bridges:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The node stopped answering: keeps its logs (scripts/lab start rotates them), starts it again and waits
 /// for the app (if any) to be connected again. Returns what the crash looked like.
 async fn recover(
@@ -581,22 +330,8 @@ async fn recover(
     app: Option<&App>,
     crash: usize,
 ) -> Result<String, String> {
-    let lab_dir =
-        std::env::var("ARI_TRANSFER_LAB").unwrap_or_else(|_| "/tmp/ari-transfer-lab".into());
-    let log_dir = Path::new(&lab_dir).join(&node.name).join("log");
-    let console = std::fs::read_to_string(log_dir.join("console.log")).unwrap_or_default();
-    let last = console
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("(empty)")
-        .trim()
-        .to_owned();
     let kept = root.join(format!("{}-crash-{crash}", node.name));
-    std::fs::create_dir_all(&kept).unwrap();
-    for file in ["console.log", "messages"] {
-        let _ = std::fs::copy(log_dir.join(file), kept.join(file));
-    }
+    let last = keep_node_logs(node, &kept);
     run_lab(&["start", &node.n.to_string()])?;
     if let Some(app) = app {
         app.wait_ready().await?;
@@ -683,7 +418,7 @@ async fn batch(
     let start = Instant::now();
     for i in 0..=n {
         if i == 1 {
-            cpu_before = app.map(|app| cpu_of(app.pid()));
+            cpu_before = app.and_then(|app| cpu_of(app.pid()));
         }
         for node in nodes {
             match node_state(node, Duration::ZERO).await {
@@ -734,8 +469,9 @@ async fn batch(
         }
     }
     batch.wall = start.elapsed();
-    if let (Some(app), Some((ticks, ns))) = (app, cpu_before) {
-        let (ticks_after, ns_after) = cpu_of(app.pid());
+    if let (Some((ticks, ns)), Some((ticks_after, ns_after))) =
+        (cpu_before, app.and_then(|app| cpu_of(app.pid())))
+    {
         batch.cpu = Some((ticks_after - ticks, ns_after.saturating_sub(ns)));
     }
     Ok(batch)
@@ -875,35 +611,14 @@ async fn bench(nodes: &[Node], n: usize) -> ExitCode {
     let root = scratch("bench-transfers");
     let (ticks_per_s, assumed) = clock_ticks();
     let info = ari_get(node, "/asterisk/info").await;
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "?".to_owned());
-    let sipp = command_line("sipp", &["-v"]);
-    let sipp = sipp
-        .lines()
-        .find(|l| l.contains("SIPp v"))
-        .unwrap_or("?")
-        .trim();
+    let sipp = load::sipp_version();
     println!("ari-transfer end-to-end transfer benchmark");
     println!(
-        "  date (UTC): {}; machine: {} CPUs (nproc), {cpu_model}; kernel {}",
+        "  date (UTC): {}; machine: {}",
         command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S"]),
-        command_line("nproc", &[]),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
+        load::machine()
     );
-    println!(
-        "  load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("  load average at start: {}", load::load_average());
     println!(
         "  Asterisk {} (lab {}, SIP 127.0.0.1:{}/udp, ARI 127.0.0.1:{}), {sipp}; everything on loopback",
         info["system"]["version"].as_str().unwrap_or("?"),
@@ -955,7 +670,7 @@ async fn bench(nodes: &[Node], n: usize) -> ExitCode {
     let mut stopped = None;
     let mut crashes = 0;
     {
-        let app = App::start(&root, nodes).await;
+        let app = start_app(&root, nodes).await;
         for kind in [Kind::Attended, Kind::Blind, Kind::Across] {
             eprintln!("bench: {kind} ari-only x{n}");
             match batch(
@@ -996,12 +711,7 @@ async fn bench(nodes: &[Node], n: usize) -> ExitCode {
     }
     batches.sort_by_key(|b| (b.kind, b.mode == Mode::Core));
     print_results(&batches, n, ticks_per_s);
-    println!(
-        "  load average at end: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("  load average at end: {}", load::load_average());
     match stopped {
         Some(e) => {
             println!("STOPPED: {e}");
