@@ -26,7 +26,10 @@ async fn load_burst_of_blind_and_attended_refers_leaves_asterisk_standing() {
         max_crashes: 1,
     };
     assert_eq!(
-        (profile.count_of(Kind::Blind), profile.count_of(Kind::Attended)),
+        (
+            profile.count_of(Kind::Blind),
+            profile.count_of(Kind::Attended)
+        ),
         (30, 10)
     );
     let report = load::run(&node, &profile, &lab::scratch("load_burst"))
@@ -55,8 +58,7 @@ async fn load_burst_of_blind_and_attended_refers_leaves_asterisk_standing() {
     );
     for kind in &report.kinds {
         assert_eq!(
-            kind.caller.ok,
-            kind.planned,
+            kind.caller.ok, kind.planned,
             "{} calls all made and passed:\n{report}",
             kind.kind
         );
