@@ -222,6 +222,11 @@ impl App {
         self.child.id()
     }
 
+    /// How the app ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }
@@ -808,6 +813,10 @@ impl Report {
         self.kinds.iter().map(KindReport::failed_calls).sum()
     }
 
+    pub fn transfers(&self) -> u64 {
+        self.kinds.iter().map(KindReport::transfers).sum()
+    }
+
     pub fn failed_transfers(&self) -> u64 {
         self.kinds.iter().map(KindReport::transfers_failed).sum()
     }
@@ -1039,10 +1048,15 @@ impl fmt::Display for Report {
             self.asterisk_pid_before.map_or("-".into(), |p| p.to_string()),
             self.asterisk_pid_after.map_or("gone".into(), |p| p.to_string()),
         )?;
+        let transfers = self.transfers().max(1) as f64;
         let cpu = |c: Cpu| {
             format!(
-                "{:.1} s CPU = {:.1}% of a core on average, {:.1}% in the busiest 5 s",
-                c.seconds, c.average, c.peak
+                "{:.1} s CPU ({:.1} ms per transfer) = {:.1}% of a core on average, {:.1}% in the \
+                 busiest 5 s",
+                c.seconds,
+                c.seconds * 1000.0 / transfers,
+                c.average,
+                c.peak
             )
         };
         writeln!(
@@ -1549,6 +1563,13 @@ impl Run<'_> {
     /// One step of the run: a sample, and a restart of the node if its Asterisk is gone. An error when
     /// the run must stop: the crash limit reached, or the node or the app not back.
     async fn tick(&mut self) -> Result<(), String> {
+        if let Some(status) = self.app.exited() {
+            return Err(format!(
+                "ari-transfer exited ({status}) after {:.1} s; its log: {}",
+                self.start.elapsed().as_secs_f64(),
+                self.app.log_path().display()
+            ));
+        }
         if let Err(why) = self.sample().await {
             self.recover(&why).await?;
             if self.crashes.len() >= self.profile.max_crashes as usize {
@@ -1575,32 +1596,25 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
     let sipp_dir = lab::repo().join("tests/sipp");
     let kinds = profile.kinds();
 
-    // the called phones, one process per role
+    // the called phones, one process per role (every numeric setting given: SIPp logs each unset one
+    // it converts, per call)
     let mut uas = Vec::new();
     for &kind in &kinds {
         let (_, xferee, other) = kind.endpoints();
-        let holds = match kind {
-            Kind::Blind => (0, timings.target_hold),
-            Kind::Attended => (timings.attended_xferee_hold, timings.consult_hold),
-            Kind::Feature => (0, timings.feature_target_hold),
+        let (xferee_hold, other_hold, other_ring) = match kind {
+            Kind::Blind => (0, timings.target_hold, TARGET_RING_MS),
+            Kind::Attended => (timings.attended_xferee_hold, timings.consult_hold, RING_MS),
+            Kind::Feature => (0, timings.feature_target_hold, TARGET_RING_MS),
         };
-        let other_ring = match kind {
-            Kind::Attended => RING_MS,
-            Kind::Blind | Kind::Feature => TARGET_RING_MS,
-        };
-        for (endpoint, ring, hold, strict) in [
-            (xferee, RING_MS, holds.0, false),
-            (other, other_ring, holds.1, true),
+        for (endpoint, ring, hold, early_bye_fails) in [
+            (xferee, RING_MS, xferee_hold, 0),
+            (other, other_ring, other_hold, 1),
         ] {
-            let scenario = load_dir.join("uas.xml");
-            let mut args: Vec<String> = vec!["-sf".into(), path_arg(&scenario)?];
-            args.extend(["-s".into(), endpoint.into()]);
-            for (key, value) in [("ring_ms", ring), ("hold_ms", hold)] {
-                args.extend(["-set".into(), key.into(), value.to_string()]);
-            }
-            if strict {
-                args.extend(["-set".into(), "early_bye_fails".into(), "1".into()]);
-            }
+            let args = SippArgs::new(&load_dir.join("uas.xml"))?
+                .flag("-s", endpoint)
+                .set("ring_ms", ring)
+                .set("hold_ms", hold)
+                .set("early_bye_fails", early_bye_fails);
             let port = contact_port(endpoint)?;
             uas.push(Sipp::spawn(
                 dir,
@@ -1609,7 +1623,7 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
                 port,
                 timings.recv_timeout,
                 false,
-                &args,
+                &args.0,
             )?);
         }
     }
@@ -1650,73 +1664,41 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
     // the transferring phones, one process per kind, at its share of the rate
     for &kind in &kinds {
         let (caller, xferee, other) = kind.endpoints();
-        let mut args: Vec<String> = Vec::new();
-        let mut add = |items: &[&str]| args.extend(items.iter().map(|s| (*s).to_owned()));
-        let (xfer_after, dtmf_after, hangup_after) = (
-            timings.xfer_after.to_string(),
-            timings.dtmf_after.to_string(),
-            FEATURE_HANGUP_AFTER_MS.to_string(),
-        );
-        let scenario = match kind {
-            Kind::Blind => {
-                add(&[
-                    "-s", xferee, "-key", "from", caller, "-key", "target", other,
-                ]);
-                add(&[
-                    "-set",
-                    "expect_status",
-                    "200",
-                    "-set",
-                    "xfer_after_ms",
-                    &xfer_after,
-                ]);
-                sipp_dir.join("xfer_uac_blind.xml")
-            }
-            Kind::Attended => {
-                add(&[
-                    "-key", "from", caller, "-key", "xferee", xferee, "-key", "consult", other,
-                ]);
-                add(&[
-                    "-cid_str",
-                    ATTENDED_CALL_ID,
-                    "-set",
-                    "xfer_after_ms",
-                    &xfer_after,
-                ]);
-                load_dir.join("attended_uac.xml")
-            }
-            Kind::Feature => {
-                add(&[
-                    "-s",
-                    xferee,
-                    "-key",
-                    "from",
-                    caller,
-                    "-set",
-                    "digits",
-                    FEATURE_DIGITS,
-                ]);
-                add(&["-set", "dtmf_after_ms", &dtmf_after]);
-                add(&["-set", "hangup_after_ms", &hangup_after]);
-                sipp_dir.join("dtmf_uac.xml")
-            }
-        };
-        let (rate, count, limit) = (
-            format!("{:.4}", profile.rate_of(kind)),
-            profile.count_of(kind).to_string(),
-            profile.limit_of(kind).to_string(),
-        );
-        add(&["-r", &rate, "-m", &count, "-l", &limit]);
-        args.extend(["-sf".into(), path_arg(&scenario)?]);
-        let name = format!("{kind}-{caller}");
+        let args = match kind {
+            Kind::Blind => SippArgs::new(&sipp_dir.join("xfer_uac_blind.xml"))?
+                .flag("-s", xferee)
+                .key("from", caller)
+                .key("target", other)
+                .set("expect_status", 200)
+                .set("xfer_after_ms", timings.xfer_after)
+                .set("talk_after_ms", 1000),
+            Kind::Attended => SippArgs::new(&load_dir.join("attended_uac.xml"))?
+                .flag("-cid_str", ATTENDED_CALL_ID)
+                .key("from", caller)
+                .key("xferee", xferee)
+                .key("consult", other)
+                .set("expect_status", 200)
+                .set("xfer_after_ms", timings.xfer_after),
+            Kind::Feature => SippArgs::new(&sipp_dir.join("dtmf_uac.xml"))?
+                .flag("-s", xferee)
+                .key("from", caller)
+                .set("digits", FEATURE_DIGITS)
+                .set("dtmf_after_ms", timings.dtmf_after)
+                .set("digit_gap_ms", 300)
+                .set("digits2_after_ms", 1000)
+                .set("hangup_after_ms", FEATURE_HANGUP_AFTER_MS),
+        }
+        .flag("-r", format!("{:.4}", profile.rate_of(kind)))
+        .flag("-m", profile.count_of(kind))
+        .flag("-l", profile.limit_of(kind));
         let phone = Sipp::spawn(
             dir,
-            &name,
+            &format!("{kind}-{caller}"),
             &node.node,
             free_udp_port(),
             timings.recv_timeout,
             true,
-            &args,
+            &args.0,
         )?;
         run.uac.push((kind, phone));
     }
@@ -1832,10 +1814,34 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
     })
 }
 
-fn path_arg(path: &Path) -> Result<String, String> {
-    path.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("not UTF-8: {}", path.display()))
+/// A SIPp command line's scenario and settings.
+struct SippArgs(Vec<String>);
+
+impl SippArgs {
+    fn new(scenario: &Path) -> Result<SippArgs, String> {
+        let path = scenario
+            .to_str()
+            .ok_or_else(|| format!("not UTF-8: {}", scenario.display()))?;
+        Ok(SippArgs(vec!["-sf".into(), path.into()]))
+    }
+
+    fn flag(mut self, flag: &str, value: impl fmt::Display) -> SippArgs {
+        self.0.extend([flag.to_owned(), value.to_string()]);
+        self
+    }
+
+    /// `-key NAME VALUE`: `[NAME]` in the scenario.
+    fn key(mut self, name: &str, value: &str) -> SippArgs {
+        self.0.extend(["-key".into(), name.into(), value.into()]);
+        self
+    }
+
+    /// `-set NAME VALUE`: the scenario's global variable `NAME`.
+    fn set(mut self, name: &str, value: impl fmt::Display) -> SippArgs {
+        self.0
+            .extend(["-set".into(), name.into(), value.to_string()]);
+        self
+    }
 }
 
 /// The channel names and bridge ids in the node ("?" lists when ARI does not answer).
