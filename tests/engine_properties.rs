@@ -249,11 +249,14 @@ impl World {
         self.channels.insert(id.to_owned(), state);
     }
 
-    /// A phone on `node` calls `exten`.
+    /// A phone on `node` calls `exten`. Every call comes from alice's phone (with several lines, on either
+    /// node), so that a REFER's Replaces may name another inbound call as the transferer's own dialog; one
+    /// from a called phone naming alice's dialog is refused (replaces.rs), and that is modelled too.
     fn inbound(&mut self, exten: &str, node: &'static str) {
         self.next_inbound += 1;
         let id = format!("in{}", self.next_inbound);
-        let (name, call_id) = (format!("PJSIP/{id}"), format!("{id}@test"));
+        let name = format!("PJSIP/alice-{:08x}", self.next_inbound);
+        let call_id = format!("{id}@test");
         self.add_channel(&id, node, name, call_id, exten, ChannelState::default());
         let start =
             json!({"type": "StasisStart", "args": [exten], "channel": self.snapshot(&id, false)});

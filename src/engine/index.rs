@@ -1,4 +1,5 @@
-//! Which call each known channel belongs to, and the SIP Call-IDs of those channels.
+//! Which call each known channel belongs to, and the SIP dialogs of those channels (Call-ID, and the
+//! endpoint of the phone at its far end).
 //!
 //! The Call-ID index is how an attended transfer finds the dialog its REFER replaces when Asterisk did not
 //! resolve it (stale or swapped Replaces tags): `refer_to.requested_destination.protocol_id` is that
@@ -11,10 +12,17 @@ use super::{CallKey, NodeName};
 /// A channel, by the node it lives on and its id there.
 pub type ChannelRef = (NodeName, String);
 
+/// A PJSIP channel's dialog: its Call-ID, and the endpoint (`PJSIP/alice`) whose phone holds it.
+#[derive(Debug)]
+struct Dialog {
+    call_id: String,
+    endpoint: Option<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct ChannelIndex {
     calls: HashMap<ChannelRef, CallKey>,
-    call_id_of: HashMap<ChannelRef, String>,
+    dialog_of: HashMap<ChannelRef, Dialog>,
     by_call_id: HashMap<String, Vec<ChannelRef>>,
 }
 
@@ -34,11 +42,11 @@ impl ChannelIndex {
             return;
         }
         self.calls.remove(&key);
-        if let Some(call_id) = self.call_id_of.remove(&key) {
-            if let Some(channels) = self.by_call_id.get_mut(&call_id) {
+        if let Some(dialog) = self.dialog_of.remove(&key) {
+            if let Some(channels) = self.by_call_id.get_mut(&dialog.call_id) {
                 channels.retain(|c| c != &key);
                 if channels.is_empty() {
-                    self.by_call_id.remove(&call_id);
+                    self.by_call_id.remove(&dialog.call_id);
                 }
             }
         }
@@ -46,17 +54,27 @@ impl ChannelIndex {
 
     /// Whether a channel's Call-ID is recorded already.
     pub fn has_call_id(&self, node: &NodeName, channel: &str) -> bool {
-        self.call_id_of
+        self.dialog_of
             .contains_key(&(node.clone(), channel.to_owned()))
     }
 
-    /// Records a known channel's SIP Call-ID (seen in any snapshot of it).
-    pub fn note_call_id(&mut self, node: &NodeName, channel: &str, call_id: &str) {
+    /// Records a known channel's SIP Call-ID and endpoint (seen in any snapshot of it).
+    pub fn note_call_id(
+        &mut self,
+        node: &NodeName,
+        channel: &str,
+        call_id: &str,
+        endpoint: Option<String>,
+    ) {
         let key = (node.clone(), channel.to_owned());
-        if !self.calls.contains_key(&key) || self.call_id_of.contains_key(&key) {
+        if !self.calls.contains_key(&key) || self.dialog_of.contains_key(&key) {
             return;
         }
-        self.call_id_of.insert(key.clone(), call_id.to_owned());
+        let dialog = Dialog {
+            call_id: call_id.to_owned(),
+            endpoint,
+        };
+        self.dialog_of.insert(key.clone(), dialog);
         self.by_call_id
             .entry(call_id.to_owned())
             .or_default()
@@ -66,6 +84,14 @@ impl ChannelIndex {
     /// The known channels whose dialog has this Call-ID.
     pub fn with_call_id(&self, call_id: &str) -> &[ChannelRef] {
         self.by_call_id.get(call_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// The endpoint whose phone holds an indexed channel's dialog.
+    pub fn endpoint_of(&self, node: &NodeName, channel: &str) -> Option<&str> {
+        self.dialog_of
+            .get(&(node.clone(), channel.to_owned()))?
+            .endpoint
+            .as_deref()
     }
 }
 
@@ -78,8 +104,8 @@ mod tests {
         let mut index = ChannelIndex::default();
         let node: NodeName = "n1".into();
         index.insert(&node, "c1", CallKey(1));
-        index.note_call_id(&node, "c1", "abc@host");
-        index.note_call_id(&node, "unknown", "abc@host");
+        index.note_call_id(&node, "c1", "abc@host", None);
+        index.note_call_id(&node, "unknown", "abc@host", None);
         assert_eq!(
             index.with_call_id("abc@host"),
             &[(node.clone(), "c1".to_owned())]

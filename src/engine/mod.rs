@@ -9,6 +9,7 @@ mod adopt;
 mod index;
 mod konami;
 pub mod metaflow;
+mod replaces;
 mod routing;
 mod timers;
 mod transfer;
@@ -216,14 +217,6 @@ pub enum Input {
         status: Option<u16>,
         message: String,
     },
-}
-
-/// The call a REFER's `Replaces` names: R, party `party` of call `call` on `node`.
-struct Consult {
-    node: NodeName,
-    call: CallKey,
-    party: usize,
-    replaced: String,
 }
 
 /// What the runtime must do.
@@ -516,7 +509,8 @@ impl Engine {
             return;
         };
         if !self.index.has_call_id(node, &channel.id) && !self.is_trunk_leg(node, channel) {
-            self.index.note_call_id(node, &channel.id, call_id);
+            self.index
+                .note_call_id(node, &channel.id, call_id, channel.endpoint());
         }
     }
 
@@ -626,140 +620,6 @@ impl Engine {
         };
         self.with_call(now, key, out, |call, fx| {
             call.start_blind(plan, fx);
-            Flow::Continue
-        });
-        true
-    }
-
-    /// Starts an attended transfer: finds the replaced dialog R (as Asterisk resolved it, else by its
-    /// Call-ID, on this node first), and merges R's call into this one, or, when R is on another node,
-    /// links the two calls through a trunk (A3). A trunk leg is never taken for R: both ends of a call
-    /// between nodes share its Call-ID, and Asterisk resolves a Replaces naming one to that leg.
-    fn start_attended(
-        &mut self,
-        now: Millis,
-        node: &NodeName,
-        key: CallKey,
-        party: usize,
-        transfer: &ChannelTransfer,
-        out: &mut Vec<Output>,
-    ) -> bool {
-        let call_id = transfer
-            .refer_to
-            .requested_destination
-            .protocol_id
-            .as_deref()
-            .unwrap_or_default();
-        let asterisk_resolved = transfer
-            .refer_to
-            .destination_channel
-            .as_ref()
-            .filter(|c| !self.is_trunk_leg(node, c));
-        tracing::info!(
-            call = %key,
-            call_id,
-            by = if asterisk_resolved.is_some() { "asterisk" } else { "call-id index" },
-            "attended transfer: resolving the replaced dialog"
-        );
-        let resolved = asterisk_resolved.map(|c| (node.clone(), c.id.clone()));
-        let mut by_call_id = self.index.with_call_id(call_id).to_vec();
-        by_call_id.sort_by_key(|(n, _)| n != node);
-        let consult = resolved
-            .into_iter()
-            .chain(by_call_id)
-            .find_map(|(at, replaced)| {
-                let other = self.index.call_of(&at, &replaced)?;
-                let call = self.calls.get(&other)?;
-                match call.leg_of(&replaced) {
-                    Some(Leg::Party(party)) if other != key && call.is_idle_connected() => {
-                        Some(Consult {
-                            node: at,
-                            call: other,
-                            party,
-                            replaced,
-                        })
-                    }
-                    _ => None,
-                }
-            });
-        match consult {
-            Some(consult) if consult.node == *node => {
-                self.merge_consult(now, key, party, consult, out);
-                true
-            }
-            Some(consult) => self.link_consult(now, node, key, party, consult, out),
-            None => {
-                tracing::info!(call = %key, call_id, "attended transfer: the replaced dialog is not a connected call of this app");
-                false
-            }
-        }
-    }
-
-    /// Same node: the consult call is absorbed (its channels now belong to this call), and its other
-    /// party moves into this call's bridge.
-    fn merge_consult(
-        &mut self,
-        now: Millis,
-        key: CallKey,
-        party: usize,
-        consult: Consult,
-        out: &mut Vec<Output>,
-    ) {
-        // A transferer the consult call still gives a moment to hang up goes now: the call that would
-        // have hung it up is about to be absorbed.
-        self.with_call(now, consult.call, out, |call, fx| {
-            call.release_transferer(fx)
-        });
-        let Some(absorbed) = self.calls.remove(&consult.call) else {
-            return;
-        };
-        absorbed.cancel_timers(&mut self.timers);
-        for channel in absorbed.channels() {
-            self.index.remove(&consult.node, &channel, consult.call);
-        }
-        out.push(Output::CallEnded { call: consult.call });
-        let newcomer = absorbed.other_party(consult.party).to_owned();
-        let old_bridge = absorbed.bridge().to_owned();
-        self.with_call(now, key, out, |call, fx| {
-            call.start_attended(party, consult.replaced, newcomer, old_bridge, fx);
-            Flow::Continue
-        });
-    }
-
-    /// Another node: a link leg is dialed from this node through the trunk to the consult call's node,
-    /// where it arrives with a token for an extension and takes R's place; here it takes the
-    /// transferer's. False if no trunk leads there.
-    fn link_consult(
-        &mut self,
-        now: Millis,
-        node: &NodeName,
-        key: CallKey,
-        party: usize,
-        consult: Consult,
-        out: &mut Vec<Output>,
-    ) -> bool {
-        let Some(trunk) = self
-            .config
-            .trunks
-            .iter()
-            .find(|t| t.node == *node && t.peer == consult.node)
-        else {
-            tracing::info!(call = %key, consult_node = %consult.node, "attended transfer: the replaced dialog is on a node no trunk leads to");
-            return false;
-        };
-        let dial_endpoint = trunk.endpoint.clone();
-        let n = self.new_key().0;
-        let token = format!("{}{n}", self.link_prefix);
-        let dial = format!("PJSIP/{token}@{dial_endpoint}");
-        let link = format!("{}-{n}-link", self.config.instance);
-        self.links
-            .insert((consult.node.clone(), token), consult.call);
-        self.with_call(now, consult.call, out, |call, _| {
-            call.start_linked(consult.party, key);
-            Flow::Continue
-        });
-        self.with_call(now, key, out, |call, fx| {
-            call.start_remote(party, link, &dial, consult.call, fx);
             Flow::Continue
         });
         true

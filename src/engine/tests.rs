@@ -4,6 +4,7 @@ mod adopt;
 mod barrier;
 mod cross_node;
 mod konami;
+mod replaces;
 mod transfer;
 
 use serde_json::{json, Value};

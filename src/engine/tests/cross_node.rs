@@ -9,14 +9,14 @@ use super::transfer::{
 };
 use super::*;
 
-const NODE2: &str = "node2";
+pub(super) const NODE2: &str = "node2";
 /// The link leg on node1, created by the app (the third key of the engine).
 const LINK1: &str = "t-3-link";
 /// The same call arriving on node2 over the trunk, its extension the token the app chose.
 const LINK2: &str = "node2-1796150911.7";
 const TOKEN: &str = "xfertn3";
 
-fn engine_with_trunks() -> Engine {
+pub(super) fn engine_with_trunks() -> Engine {
     let trunk = |node: &str, peer: &str| Trunk {
         node: node.into(),
         peer: peer.into(),
@@ -30,7 +30,7 @@ fn engine_with_trunks() -> Engine {
 }
 
 /// The same input, from another node.
-fn on(node: &str, input: Input) -> Input {
+pub(super) fn on(node: &str, input: Input) -> Input {
     match input {
         Input::Event { event, .. } => Input::Event {
             node: node.into(),
