@@ -479,7 +479,8 @@ const TARGET_RING_MS: u64 = 10;
 /// the target is dialed, rings and answers, so the transferor usually talks to it first (D2); if it
 /// answers later, the transferor left while it rang (D3), which completes the transfer on the answer too.
 const FEATURE_HANGUP_AFTER_MS: u64 = 2500;
-/// The consult call's first Call-ID character and the main one's (see attended_uac.xml).
+/// The attended transferer's main Call-ID: no '@' (it goes unescaped into the Replaces), and a leading 0
+/// that tells its BYE from the consult dialog's (Call-ID `1///...`; see attended_uac.xml).
 const ATTENDED_CALL_ID: &str = "0-%u-%p";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -802,6 +803,8 @@ pub struct Report {
     pub asterisk_cpu: Cpu,
     pub asterisk_max_rss_kib: Option<u64>,
     pub sipp_cpu: Cpu,
+    /// the SIPp process that used the most CPU, and its % of a core on average
+    pub sipp_busiest: Option<(String, f64)>,
     /// % of all cores together
     pub machine_busy: Cpu,
     pub cores: usize,
@@ -1076,7 +1079,17 @@ impl fmt::Display for Report {
             cpu(self.asterisk_cpu),
             rss(self.asterisk_max_rss_kib)
         )?;
-        writeln!(f, "  SIPp (all)   {}", cpu(self.sipp_cpu))?;
+        writeln!(
+            f,
+            "  SIPp (all)   {}{}",
+            cpu(self.sipp_cpu),
+            self.sipp_busiest
+                .as_ref()
+                .map(|(name, share)| format!(
+                    "; the busiest process: {name}, {share:.1}% of a core"
+                ))
+                .unwrap_or_default()
+        )?;
         writeln!(
             f,
             "  machine      {:.1}% of its {} cores busy on average, {:.1}% in the busiest 5 s",
@@ -1353,19 +1366,28 @@ pub fn app_settings(node: &Node, profile: &Profile) -> AppSettings {
     settings
 }
 
-/// CPU tick counters, each the last value seen of its process (an exited process keeps its last one).
+/// CPU tick counters of processes, each the last value seen (an exited process keeps its last one).
+/// Per process: (the first value seen, the last).
 #[derive(Default)]
-struct Ticks(HashMap<u32, u64>);
+struct Ticks(HashMap<u32, (u64, u64)>);
 
 impl Ticks {
     fn sample(&mut self, pid: u32) {
         if let Some((ticks, _)) = cpu_of(pid) {
-            self.0.insert(pid, ticks);
+            self.0.entry(pid).or_insert((ticks, ticks)).1 = ticks;
         }
     }
 
     fn total(&self) -> u64 {
-        self.0.values().sum()
+        self.0.values().map(|(_, last)| last).sum()
+    }
+
+    /// The process that used the most since it was first seen, and its ticks.
+    fn busiest(&self) -> Option<(u32, u64)> {
+        self.0
+            .iter()
+            .map(|(pid, (first, last))| (*pid, last - first))
+            .max_by_key(|(_, ticks)| *ticks)
     }
 }
 
@@ -1808,6 +1830,17 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
         asterisk_cpu: run.samples.cpu(&run.samples.asterisk, ticks_per_s),
         asterisk_max_rss_kib: run.asterisk_max_rss_kib,
         sipp_cpu: run.samples.cpu(&run.samples.sipp, ticks_per_s),
+        sipp_busiest: run.sipp_ticks.busiest().and_then(|(pid, ticks)| {
+            let name = run
+                .uas
+                .iter()
+                .chain(run.uac.iter().map(|(_, s)| s))
+                .find(|s| s.pid() == pid)?
+                .name
+                .clone();
+            let wall = load_wall.as_secs_f64().max(0.001);
+            Some((name, 100.0 * ticks as f64 / ticks_per_s as f64 / wall))
+        }),
         machine_busy: run.samples.machine(),
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         ticks_per_s,
