@@ -217,6 +217,67 @@ async fn a4_attended_transfer_to_an_unknown_dialog_gives_503_and_changes_nothing
     assert_nothing_left(&node).await;
 }
 
+/// The Replaces rule (engine/replaces.rs): alice, talking with bob, sends an attended REFER whose Replaces
+/// names dave's unrelated call with eve by its Call-ID, with tags Asterisk does not match (`tags` makes
+/// them from that call's own). The app's Call-ID index must not stand in for Asterisk for another phone's
+/// dialog: alice is told 503, and both calls go on untouched.
+async fn replaces_names_a_strangers_call(name: &str, tags: fn(String, String) -> (String, String)) {
+    let node = lab::node(1);
+    let dir = scratch(name);
+    let _app = app(&dir, &node, 30.0).await;
+
+    let bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
+    // eve ends the stranger's call herself, well after alice's REFER.
+    let eve = Phone::answers_then_hangs_up(&dir, &node, "eve", 0, 8000).await;
+    let (dave, call_id, to_tag, from_tag) = consult_call(&dir, &node, name, "dave", "eve").await;
+    let (to_tag, from_tag) = tags(to_tag, from_tag);
+    let mut keys = replaces("carol", (&call_id, &to_tag, &from_tag), "503");
+    keys.extend(["-set", "talk_after_ms", "1500"]);
+    let alice = Phone::caller(&dir, &node, "xfer_uac_attended.xml", "bob", &keys);
+
+    alice.wait_logged("TRANSFER result").await;
+    let mut bridges = bridges_by_channel_name(&node).await;
+    bridges.sort();
+    let pairs: Vec<Vec<&str>> = bridges
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|n| n.split('-').next().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            vec!["PJSIP/alice", "PJSIP/bob"],
+            vec!["PJSIP/dave", "PJSIP/eve"]
+        ],
+        "both calls untouched: {bridges:?}"
+    );
+    assert_eq!(alice.finish().await, notified(503));
+    bob.expect_success().await;
+    eve.expect_success().await;
+    dave.expect_success().await;
+    assert_nothing_left(&node).await;
+}
+
+#[tokio::test]
+async fn a4_a_replaces_naming_a_strangers_call_with_made_up_tags_gives_503_and_changes_nothing() {
+    let _lab = serial().await;
+    replaces_names_a_strangers_call("a4_stranger_made_up_tags", |_, _| {
+        ("no-such-tag".to_owned(), "nor-this-one".to_owned())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a4_a_replaces_naming_a_strangers_call_with_its_tags_swapped_gives_503_and_changes_nothing()
+{
+    let _lab = serial().await;
+    // Its own tags, in the order Asterisk does not match: the index took them before the rule.
+    replaces_names_a_strangers_call("a4_stranger_swapped_tags", |to, from| (from, to)).await;
+}
+
 /// How long the party that hangs up in an A5 test talks before it does: well after the REFER (sent 500 ms
 /// after alice's call is answered), and well within the app's 10 s timeout of the move held meanwhile.
 const A5_HANGUP_MS: u32 = 4500;
