@@ -679,43 +679,70 @@ pub struct Refers {
     pub ok: u64,
     /// final NOTIFYs with another status than 200, by sipfrag status line
     pub failed: BTreeMap<String, u64>,
-    /// REFERs whose call got no terminated NOTIFY
+    /// REFERs answered with an error (no subscription, so no NOTIFY), by status line: e.g. a 481 from an
+    /// Asterisk restarted after a crash, which does not know the dialog
+    pub rejected: BTreeMap<String, u64>,
+    /// REFERs accepted (or not answered at all) whose call got no terminated NOTIFY
     pub no_final: u64,
     /// REFER sent to final NOTIFY received, ms, of the 200 ones
     pub latencies_ms: Vec<f64>,
 }
 
+/// What the trace shows of one call's REFER.
+enum Outcome {
+    Pending,
+    /// an error response to the REFER
+    Rejected(String),
+    /// the terminated NOTIFY: when, and its sipfrag
+    Final(i64, String),
+}
+
 impl Refers {
     /// Per SIP call (the Call-ID up to "///" stripped, as SIPp does: the attended transferer's two
-    /// dialogs are one call): the first REFER sent, then the first terminated NOTIFY received.
+    /// dialogs are one call): the first REFER sent, then an error response to it or the first
+    /// terminated NOTIFY received.
     fn read(trace: &Path) -> Result<Refers, String> {
         let file =
             std::fs::File::open(trace).map_err(|e| format!("open {}: {e}", trace.display()))?;
-        // call -> (REFER sent at, (final NOTIFY at, sipfrag))
-        let mut calls: HashMap<String, (i64, Option<(i64, String)>)> = HashMap::new();
+        // call -> (REFER sent at, outcome)
+        let mut calls: HashMap<String, (i64, Outcome)> = HashMap::new();
         for_each_traced(BufReader::new(file), |m| {
             let Some(call_id) = m.header("Call-ID") else {
                 return;
             };
             let call = call_id.rsplit("///").next().unwrap_or(call_id).to_owned();
-            if m.sent && m.start_line().starts_with("REFER ") {
-                calls.entry(call).or_insert((m.at, None));
-            } else if !m.sent && m.is_final_notify() {
-                if let Some((_, outcome @ None)) = calls.get_mut(&call) {
-                    *outcome = Some((m.at, m.sipfrag().to_owned()));
+            if m.sent {
+                if m.start_line().starts_with("REFER ") {
+                    calls.entry(call).or_insert((m.at, Outcome::Pending));
                 }
+                return;
+            }
+            let Some((_, outcome @ Outcome::Pending)) = calls.get_mut(&call) else {
+                return;
+            };
+            let status = m.start_line();
+            let error_response = status
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|s| s.get(..3)?.parse::<u16>().ok())
+                .is_some_and(|code| code >= 300)
+                && m.header("CSeq").is_some_and(|c| c.ends_with("REFER"));
+            if error_response {
+                *outcome = Outcome::Rejected(status.trim().to_owned());
+            } else if m.is_final_notify() {
+                *outcome = Outcome::Final(m.at, m.sipfrag().to_owned());
             }
         });
         let mut refers = Refers::default();
         for (refer_at, outcome) in calls.into_values() {
             refers.sent += 1;
             match outcome {
-                Some((at, frag)) if frag.starts_with("SIP/2.0 200") => {
+                Outcome::Final(at, frag) if frag.starts_with("SIP/2.0 200") => {
                     refers.ok += 1;
                     refers.latencies_ms.push((at - refer_at) as f64 / 1000.0);
                 }
-                Some((_, frag)) => *refers.failed.entry(frag).or_default() += 1,
-                None => refers.no_final += 1,
+                Outcome::Final(_, frag) => *refers.failed.entry(frag).or_default() += 1,
+                Outcome::Rejected(status) => *refers.rejected.entry(status).or_default() += 1,
+                Outcome::Pending => refers.no_final += 1,
             }
         }
         refers.latencies_ms.sort_by(f64::total_cmp);
@@ -756,7 +783,7 @@ impl KindReport {
 
     pub fn transfers_failed(&self) -> u64 {
         match &self.refers {
-            Some(r) => r.failed.values().sum(),
+            Some(r) => r.failed.values().chain(r.rejected.values()).sum(),
             None => self.pressed.saturating_sub(self.transfers_ok()),
         }
     }
@@ -1005,13 +1032,19 @@ impl fmt::Display for Report {
                 writeln!(f, "    SIPp failure reasons: {}", reasons.join(", "))?;
             }
             if let Some(r) = &k.refers {
+                let list = |m: &BTreeMap<String, u64>| -> String {
+                    let items: Vec<String> = m.iter().map(|(s, n)| format!("{s:?} x{n}")).collect();
+                    items.join(", ")
+                };
                 if !r.failed.is_empty() {
-                    let list: Vec<String> = r
-                        .failed
-                        .iter()
-                        .map(|(s, n)| format!("{s:?} x{n}"))
-                        .collect();
-                    writeln!(f, "    final NOTIFYs other than 200: {}", list.join(", "))?;
+                    writeln!(f, "    final NOTIFYs other than 200: {}", list(&r.failed))?;
+                }
+                if !r.rejected.is_empty() {
+                    writeln!(
+                        f,
+                        "    REFERs answered with an error (counted as failed): {}",
+                        list(&r.rejected)
+                    )?;
                 }
             }
         }
@@ -1137,9 +1170,9 @@ pub fn method(profile: &Profile) -> Vec<String> {
         "calls: the transferring phones' SIPp calls (-trace_stat: created, successful, failed); a call fails on \
          any unexpected message, timeout, or a final NOTIFY other than 200"
             .to_owned(),
-        "xfers: REFERs sent (blind, attended; ok = final NOTIFY sipfrag 200, failed = another status, no-final = \
-         no terminated NOTIFY), or feature codes pressed (ok = the target talked its whole time and hung up \
-         itself, after the transferor had left)"
+        "xfers: REFERs sent (blind, attended; ok = final NOTIFY sipfrag 200, failed = another status or the \
+         REFER answered with an error, no-final = no terminated NOTIFY otherwise), or feature codes pressed \
+         (ok = the target talked its whole time and hung up itself, after the transferor had left)"
             .to_owned(),
         "latency: REFER sent -> terminated NOTIFY received, from the transferring phone's -trace_msg timestamps \
          (REFERs told 200 only); p = nearest rank"
@@ -1474,6 +1507,8 @@ struct Run<'a> {
     peak_bridges: usize,
     last_census: Option<Instant>,
     asterisk_max_rss_kib: Option<u64>,
+    /// lines of `dmesg` already looked at
+    dmesg_seen: usize,
 }
 
 impl Run<'_> {
@@ -1555,10 +1590,15 @@ impl Run<'_> {
             eprintln!("    {line}");
         }
         eprintln!("load: its console's last line: {last}");
-        let segfaults: Vec<String> = command_line("dmesg", &[])
-            .lines()
+        // the kernel's lines since the last look (the whole buffer if it wrapped)
+        let dmesg = command_line("dmesg", &[]);
+        let lines: Vec<&str> = dmesg.lines().collect();
+        let new = lines.get(self.dmesg_seen..).unwrap_or(&lines[..]);
+        self.dmesg_seen = lines.len();
+        let segfaults: Vec<String> = new
+            .iter()
             .filter(|l| l.contains("segfault") && l.contains("asterisk"))
-            .map(str::to_owned)
+            .map(|l| (*l).to_owned())
             .collect();
         for line in segfaults.iter().rev().take(3).rev() {
             eprintln!("load: dmesg: {line}");
@@ -1679,6 +1719,7 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
         peak_bridges: 0,
         last_census: None,
         asterisk_max_rss_kib: None,
+        dmesg_seen: command_line("dmesg", &[]).lines().count(),
     };
     let asterisk_pid_before = run.asterisk_pid;
     run.sample().await?;
