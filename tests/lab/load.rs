@@ -105,6 +105,41 @@ pub fn keep_node_logs(node: &Node, into: &Path) -> String {
         .to_owned()
 }
 
+/// The WARNING and ERROR lines of an Asterisk `messages` log, grouped by what they say (timestamp,
+/// thread and call ids dropped, digits as N), most frequent first.
+pub fn log_problems(messages: &str) -> Vec<(String, usize)> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in messages.lines() {
+        let Some((_, rest)) = line.split_once("] ") else {
+            continue;
+        };
+        let Some((tag, text)) = rest.split_once(' ') else {
+            continue;
+        };
+        let level = tag.split('[').next().unwrap_or_default();
+        if level != "WARNING" && level != "ERROR" {
+            continue;
+        }
+        let mut key = format!("{level} ");
+        let mut digits = false;
+        for c in text.trim().chars() {
+            if c.is_ascii_digit() {
+                if !digits {
+                    key.push('N');
+                }
+                digits = true;
+            } else {
+                key.push(c);
+                digits = false;
+            }
+        }
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut problems: Vec<(String, usize)> = counts.into_iter().collect();
+    problems.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    problems
+}
+
 /// `GET /ari{path}` on the node, an error (instead of a panic) when it does not answer within 5 s.
 pub async fn ari_try_get(node: &Node, path: &str) -> Result<Value, String> {
     let url = format!("{}/ari{path}", node.ari_url());
@@ -819,6 +854,8 @@ pub struct Report {
     pub stopped: Option<String>,
     pub channels_left: Vec<String>,
     pub bridges_left: Vec<String>,
+    /// WARNING and ERROR lines of the run's Asterisk logs (every node process of the run), grouped
+    pub asterisk_problems: Vec<(String, usize)>,
     pub peak_channels: usize,
     pub peak_bridges: usize,
     pub asterisk_pid_before: Option<u32>,
@@ -1076,6 +1113,25 @@ impl fmt::Display for Report {
                 )
             }
         )?;
+        let (warnings, errors) = self
+            .asterisk_problems
+            .iter()
+            .fold((0, 0), |(w, e), (key, n)| {
+                if key.starts_with("ERROR") {
+                    (w, e + n)
+                } else {
+                    (w + n, e)
+                }
+            });
+        writeln!(
+            f,
+            "Asterisk's log (messages of every node process of the run): {warnings} WARNING and {errors} \
+             ERROR lines{}",
+            if self.asterisk_problems.is_empty() { "" } else { "; the most frequent:" }
+        )?;
+        for (problem, n) in self.asterisk_problems.iter().take(6) {
+            writeln!(f, "  {n:>5} x {problem}")?;
+        }
         writeln!(
             f,
             "peak in Asterisk (ARI, every 5 s): {} channels, {} bridges; Asterisk pid before {} after {}",
@@ -1811,6 +1867,15 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
 
     // what is left, then the phones' end
     let (channels_left, bridges_left) = leftovers(&node.node).await;
+    let kept = dir.join(format!("{}-end", node.node.name));
+    keep_node_logs(&node.node, &kept);
+    let mut logs = vec![kept];
+    logs.extend((1..=run.crashes.len()).map(|n| dir.join(format!("{}-crash-{n}", node.node.name))));
+    let messages: Vec<String> = logs
+        .iter()
+        .map(|d| std::fs::read_to_string(d.join("messages")).unwrap_or_default())
+        .collect();
+    let asterisk_problems = log_problems(&messages.join("\n"));
     let app_max_rss_kib = max_rss_kib(run.app.pid());
     for phone in &mut run.uas {
         phone.finish(Duration::from_secs(10)).await;
@@ -1861,6 +1926,7 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
         stopped,
         channels_left,
         bridges_left,
+        asterisk_problems,
         peak_channels: run.peak_channels,
         peak_bridges: run.peak_bridges,
         asterisk_pid_before,
