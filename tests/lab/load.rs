@@ -929,7 +929,14 @@ impl Report {
         let machine = self.machine_busy;
         let ours = self.asterisk_cpu.average + self.app_cpu.average + self.sipp_cpu.average;
         let others = (machine.average * self.cores as f64 - ours).max(0.0);
-        let verdict = if machine.peak >= 90.0 {
+        let verdict = if machine.peak >= 90.0 && others > ours {
+            format!(
+                "the machine ({} cores) was saturated at times ({:.0}% busy in its busiest 5 s), mostly by \
+                 other processes ({others:.0}% of a core on average against this run's {ours:.0}%); of this \
+                 run, {first} is the busiest",
+                self.cores, machine.peak
+            )
+        } else if machine.peak >= 90.0 {
             format!(
                 "the machine ({} cores) is the limit: {:.0}% busy on average, {:.0}% in its busiest 5 s; \
                  the largest share is {first}'s",
