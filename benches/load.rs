@@ -3,7 +3,7 @@
 //! node 5 (see `tests/lab/load.rs` for how the phones are wired, timed and counted).
 //!
 //! `cargo bench --bench load -- [--calls N] [--rate R] [--duration SECS] [--mix B:A:F] [--no-barrier]
-//! [--max-crashes K]` (defaults: 60 concurrent, 6 transfers/s, 45 s, mix 2:1:1, the app's REFER barrier
+//! [--max-connections N] [--max-crashes K]` (defaults: 60 concurrent, 6 transfers/s, 45 s, mix 2:1:1, the app's REFER barrier
 //! on, 3 crashes). Numbers, never pass/fail: it exits 0 whatever the transfers did, and non-zero only when
 //! the setup is broken (the node, the app or a phone does not start, or a bad argument). Needs root and
 //! the lab (`scripts/lab`); it (re)starts node 5 with the overlay `tests/lab/load/` and stops it at the end.
@@ -24,7 +24,7 @@ use std::time::Duration;
 use load::{LoadNode, Profile};
 
 const USAGE: &str = "usage: cargo bench --bench load -- [--calls N] [--rate R] [--duration SECS] \
-                     [--mix BLIND:ATTENDED:FEATURE] [--no-barrier] [--max-crashes K]";
+                     [--mix BLIND:ATTENDED:FEATURE] [--no-barrier] [--max-connections N] [--max-crashes K]";
 
 fn parse(args: &[String]) -> Result<Profile, String> {
     let mut profile = Profile {
@@ -33,6 +33,7 @@ fn parse(args: &[String]) -> Result<Profile, String> {
         duration: Duration::from_secs(45),
         mix: [2, 1, 1],
         refer_barrier: true,
+        max_connections: None,
         max_crashes: 3,
     };
     let mut args = args.iter();
@@ -68,6 +69,10 @@ fn parse(args: &[String]) -> Result<Profile, String> {
                 profile.mix = parts.try_into().map_err(|_| bad(arg, &v))?;
             }
             "--no-barrier" => profile.refer_barrier = false,
+            "--max-connections" => {
+                let v = value(arg)?;
+                profile.max_connections = Some(v.parse().map_err(|_| bad(arg, &v))?);
+            }
             "--max-crashes" => {
                 let v = value(arg)?;
                 profile.max_crashes = v.parse().map_err(|_| bad(arg, &v))?;

@@ -2,7 +2,9 @@
 //! (so it never meets the node 1 and 2 tests of the other test binaries), with the app's debug build. SIPp
 //! generates about 30 blind and 10 attended REFER transfers at 5 per second, about 20 in flight at once;
 //! every call must pass, every REFER end in a final NOTIFY 200, Asterisk must be the same process
-//! afterwards, and nothing may be left in it. Node 5 is stopped at the end.
+//! afterwards, and nothing may be left in it. The app may have only 4 ARI requests in flight at once
+//! (`max_connections`), so the burst also shows that requests beyond the bound wait and succeed. Node 5
+//! is stopped at the end.
 
 mod lab;
 #[path = "lab/load.rs"]
@@ -23,6 +25,8 @@ async fn load_burst_of_blind_and_attended_refers_leaves_asterisk_standing() {
         duration: Duration::from_secs(8),
         mix: [3, 1, 0],
         refer_barrier: true,
+        // A small bound: in the burst's busy moments requests queue behind it (and none may fail).
+        max_connections: Some(4),
         max_crashes: 1,
     };
     assert_eq!(

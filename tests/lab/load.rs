@@ -573,6 +573,8 @@ pub struct Profile {
     pub mix: [u32; 3],
     /// `transfers.refer_barrier` of the app.
     pub refer_barrier: bool,
+    /// `nodes[].max_connections` of the app, if not its default.
+    pub max_connections: Option<usize>,
     /// After this many Asterisk crashes (each followed by a restart of the node) the run stops.
     pub max_crashes: u32,
 }
@@ -1455,6 +1457,7 @@ fn contact_port(endpoint: &str) -> Result<u16, String> {
 pub fn app_settings(node: &Node, profile: &Profile) -> AppSettings {
     let mut settings = AppSettings::for_node(node);
     settings.refer_barrier = profile.refer_barrier;
+    settings.max_connections = profile.max_connections;
     settings
         .routes
         .insert(0, (FEATURE_EXTEN.to_owned(), "PJSIP/ftarget".to_owned()));

@@ -330,6 +330,8 @@ pub struct AppSettings {
     pub routes: Vec<(String, String)>,
     /// Whether each node gets a trunk to every other one (the lab's endpoint `nodeM` reaches node M).
     pub trunks: bool,
+    /// `nodes[].max_connections` of every node, if not the default.
+    pub max_connections: Option<usize>,
     /// More of the config file, appended as it is (e.g. a `[metaflows]` table).
     pub extra: String,
 }
@@ -358,6 +360,7 @@ impl AppSettings {
                 .collect(),
             routes: vec![("[a-z]+".to_owned(), "PJSIP/{exten}".to_owned())],
             trunks: nodes.len() > 1,
+            max_connections: None,
             extra: String::new(),
         }
     }
@@ -379,6 +382,9 @@ impl AppSettings {
             text.push_str(&format!(
                 "[[nodes]]\nname = \"{name}\"\nurl = \"{url}\"\nusername = \"{user}\"\npassword_env = \"{env}\"\n"
             ));
+            if let Some(max) = self.max_connections {
+                text.push_str(&format!("max_connections = {max}\n"));
+            }
             if self.trunks {
                 let peers: Vec<String> = self
                     .nodes
