@@ -109,14 +109,7 @@ async fn main() -> ExitCode {
         load::machine()
     );
     println!("  load average at start: {}", load::load_average());
-    println!(
-        "  build profile: {}; the ari-transfer binary is built with it; app log level info (its default)",
-        if cfg!(debug_assertions) {
-            "debug (unoptimized)"
-        } else {
-            "optimized (cargo bench: the bench profile, which inherits release)"
-        }
-    );
+    println!("  {}", load::build_profile());
     for line in load::method(&profile) {
         println!("  {line}");
     }

@@ -632,14 +632,7 @@ async fn bench(nodes: &[Node], n: usize) -> ExitCode {
          with a trunk from each to the other",
         other.name, other.sip_port, other.http_port
     );
-    println!(
-        "  build profile: {}; the ari-transfer binary is built with it; app log level info (its default)",
-        if cfg!(debug_assertions) {
-            "debug (unoptimized)"
-        } else {
-            "optimized (cargo bench: the bench profile, which inherits release)"
-        }
-    );
+    println!("  {}", load::build_profile());
     println!(
         "  N = {n} counted transfers per kind and mode (+1 warm-up each), one at a time, every phone on a fresh UDP port"
     );

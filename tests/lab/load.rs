@@ -46,6 +46,17 @@ use crate::lab::{ARI_PASSWORD, ARI_USER};
 // lab plumbing (also used by benches/transfers.rs)
 // ------------------------------------------------------------------------------------------------
 
+/// How the benchmark binary, and so the `ari-transfer` binary it runs, was built; for the report.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "build profile: debug (unoptimized); the ari-transfer binary is built with it; app log level \
+         info (its default)"
+    } else {
+        "build profile: optimized (cargo bench: the bench profile, which inherits release); the \
+         ari-transfer binary is built with it; app log level info (its default)"
+    }
+}
+
 /// `scripts/lab ARGS`, with `overlay` (a directory of extra Asterisk config, relative to the repo) applied
 /// to the nodes it starts (`ARI_TRANSFER_LAB_OVERLAY`).
 pub fn run_lab(overlay: &str, args: &[&str]) -> Result<(), String> {

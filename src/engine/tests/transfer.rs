@@ -293,19 +293,24 @@ fn b6_transferer_hangs_up_while_the_target_rings_and_the_transfer_goes_on() {
 const RECALL: &str = "t-2-t-recall";
 
 /// A blind transfer whose target failed (busy) after the transferer hung up.
+/// B6: the transferer's endpoint is called back for the transferee.
+fn recall_created() -> AriRequest {
+    AriRequest::CreateChannel {
+        channel: RECALL.into(),
+        endpoint: "PJSIP/alice".into(),
+        app_args: "dialed".into(),
+        originator: Some(TRANSFEREE.into()),
+        variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+    }
+}
+
 fn recalling() -> Engine {
     let mut engine = blind_pending(CALLER);
     engine.handle(1_200, stasis_end(CALLER));
     let out = engine.handle(1_500, destroyed(TARGET, 17));
     assert_eq!(
         requests(&out),
-        vec![AriRequest::CreateChannel {
-            channel: RECALL.into(),
-            endpoint: "PJSIP/alice".into(),
-            app_args: "dialed".into(),
-            originator: Some(TRANSFEREE.into()),
-            variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
-        }],
+        vec![recall_created()],
         "the transferer's endpoint is called back; the transferee keeps hearing ringback"
     );
     let out = engine.handle(1_510, stasis_start(RECALL, &["dialed"]));
@@ -679,16 +684,7 @@ fn b6_the_transferer_and_the_target_vanished_calls_the_transferer_back_for_the_t
     let out = resynced_with(&mut engine, 5_000, &[TRANSFEREE]);
     // Both are reported, not only the transferer (whose absence alone lets the target ring on): the
     // target's failure after the transferer left is B6's, and the transferee is still there.
-    assert_eq!(
-        requests(&out),
-        vec![AriRequest::CreateChannel {
-            channel: RECALL.into(),
-            endpoint: "PJSIP/alice".into(),
-            app_args: "dialed".into(),
-            originator: Some(TRANSFEREE.into()),
-            variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
-        }]
-    );
+    assert_eq!(requests(&out), vec![recall_created()]);
 }
 
 #[test]
