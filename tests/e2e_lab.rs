@@ -57,11 +57,9 @@ fn stopping_every_node_of_one_lab_dir_leaves_another_dirs_asterisk_its_root() {
     let still = [root.join("proc"), root.join("dev"), first_in_root.clone()];
     let lost: Vec<_> = still.iter().filter(|m| !mounted(m)).collect();
     let status = lab(&first, &["status"]);
-    let version = lab(&first, &["cli", "7", "core show version"]);
     lab(&first, &["stop", "7"]);
     assert!(lost.is_empty(), "unmounted under a running node: {lost:?}");
     assert!(status.contains("node7 running"), "{status}");
-    assert!(version.contains("Asterisk 22"), "{version}");
     // Once its own nodes are gone, the first lab dir's mount goes too.
     assert!(!mounted(&first_in_root));
     let _ = std::fs::remove_dir_all(&first);
