@@ -45,6 +45,7 @@ fn new_engine() -> Engine {
         trunks: Vec::new(),
         metaflows: Default::default(),
         refer_barrier: true,
+        accounts: Default::default(),
     })
 }
 

@@ -39,6 +39,17 @@
 //! number = "9"                         # *9
 //! module = "resume"
 //! [metaflows.endpoints.alice]          # calls from alice use this set instead (same keys)
+//!
+//! [api]
+//! admin_token_env = "ARI_TRANSFER_ADMIN_TOKEN"  # optional: a token that sees every account
+//! account_variable = "ARI_TRANSFER_ACCOUNT"     # the channel variable that names a call's account
+//!
+//! [[accounts]]                         # who may use the HTTP API, and on which calls
+//! id = "acme"
+//! name = "Acme Ltd"
+//! token_envs = ["ACME_TOKEN"]          # each names an environment variable holding one token
+//! endpoints = ["alice", "bob"]         # calls from or to these PJSIP endpoints are the account's
+//! [accounts.metaflows]                 # the account's feature codes (same keys as [metaflows])
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -89,6 +100,44 @@ struct File {
     timeouts: TimeoutsFile,
     #[serde(default)]
     transfers: TransfersFile,
+    metaflows: Option<MetaflowsFile>,
+    #[serde(default)]
+    api: ApiFile,
+    #[serde(default)]
+    accounts: Vec<AccountFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    admin_token_env: Option<String>,
+    #[serde(default = "default_account_variable")]
+    account_variable: String,
+}
+
+impl Default for ApiFile {
+    fn default() -> Self {
+        ApiFile {
+            admin_token_env: None,
+            account_variable: default_account_variable(),
+        }
+    }
+}
+
+fn default_account_variable() -> String {
+    "ARI_TRANSFER_ACCOUNT".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountFile {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    token_envs: Vec<String>,
+    #[serde(default)]
+    endpoints: Vec<String>,
     metaflows: Option<MetaflowsFile>,
 }
 
@@ -283,7 +332,26 @@ pub struct Config {
     pub trunks: Vec<Trunk>,
     /// In-call feature codes.
     pub metaflows: MetaflowConfig,
+    /// Who may use the HTTP API, and which calls are whose.
+    pub accounts: Vec<AccountConfig>,
+    /// The environment variable holding the admin token, if there is one.
+    pub admin_token_env: Option<String>,
+    /// The channel variable the dialplan sets to name a call's account.
+    pub account_variable: String,
 }
+
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub id: String,
+    pub name: String,
+    /// Environment variables, each holding one of the account's API tokens.
+    pub token_envs: Vec<String>,
+    /// PJSIP endpoint names: a call from or to one of them is the account's.
+    pub endpoints: Vec<String>,
+}
+
+/// Every API token, read from the environment: a token and the account it opens (`None`: the admin token).
+pub type Tokens = Vec<(String, Option<String>)>;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -308,6 +376,27 @@ impl NodeConfig {
 }
 
 impl Config {
+    /// The API tokens, read from the environment variables the configuration names. A variable that is
+    /// unset or empty is an error naming its key: a service that silently has no token would lock its
+    /// users out.
+    pub fn tokens(&self) -> Result<Tokens, String> {
+        let read = |key: String, var: &str| match std::env::var(var) {
+            Ok(token) if !token.is_empty() => Ok(token),
+            _ => Err(format!("{key}: the environment variable {var} is not set")),
+        };
+        let mut tokens = Vec::new();
+        if let Some(var) = &self.admin_token_env {
+            tokens.push((read("api.admin_token_env".into(), var)?, None));
+        }
+        for (i, account) in self.accounts.iter().enumerate() {
+            for (j, var) in account.token_envs.iter().enumerate() {
+                let token = read(format!("accounts[{i}].token_envs[{j}]"), var)?;
+                tokens.push((token, Some(account.id.clone())));
+            }
+        }
+        Ok(tokens)
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -445,6 +534,13 @@ impl Config {
                 "must be between 0 and 3600 seconds".into(),
             ));
         }
+        let (accounts, account_metaflows) =
+            accounts(&file.accounts, &file.api).map_err(|(key, message)| err(key, message))?;
+        let mut metaflows = match &file.metaflows {
+            None => MetaflowConfig::default(),
+            Some(flows) => metaflow_config(flows).map_err(|(key, message)| err(key, message))?,
+        };
+        metaflows.accounts = account_metaflows;
         Ok(Config {
             app: file.app,
             http_listen,
@@ -454,17 +550,91 @@ impl Config {
             recall_transferer: file.transfers.recall_transferer,
             refer_barrier: file.transfers.refer_barrier,
             trunks,
-            metaflows: match &file.metaflows {
-                None => MetaflowConfig::default(),
-                Some(flows) => {
-                    metaflow_config(flows).map_err(|(key, message)| err(key, message))?
-                }
-            },
+            metaflows,
+            accounts,
+            admin_token_env: file.api.admin_token_env,
+            account_variable: file.api.account_variable,
         })
     }
 }
 
 type KeyError = (String, String);
+
+/// Whether `name` is a plain identifier: letters, digits, '-', '_' (and '.' where `dot`).
+fn is_identifier(name: &str, dot: bool) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || (dot && c == '.'))
+}
+
+/// Feature codes by account id.
+type AccountMetaflows = HashMap<String, std::sync::Arc<Metaflows>>;
+
+/// The accounts, validated, and the feature codes of those that have their own.
+fn accounts(
+    files: &[AccountFile],
+    api: &ApiFile,
+) -> Result<(Vec<AccountConfig>, AccountMetaflows), KeyError> {
+    let env_name = |key: String, var: &str| {
+        if is_identifier(var, false) {
+            Ok(())
+        } else {
+            Err((key, format!("'{var}' is not an environment variable name")))
+        }
+    };
+    if let Some(var) = &api.admin_token_env {
+        env_name("api.admin_token_env".into(), var)?;
+    }
+    if !is_identifier(&api.account_variable, false) {
+        let message = format!("'{}' is not a channel variable name", api.account_variable);
+        return Err(("api.account_variable".into(), message));
+    }
+    let mut accounts: Vec<AccountConfig> = Vec::new();
+    let mut metaflows = HashMap::new();
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for (i, file) in files.iter().enumerate() {
+        let key = |field: &str| format!("accounts[{i}].{field}");
+        if !is_identifier(&file.id, false) {
+            return Err((key("id"), "use letters, digits, '-' and '_'".into()));
+        }
+        if accounts.iter().any(|a| a.id == file.id) {
+            return Err((key("id"), format!("'{}' is used twice", file.id)));
+        }
+        for (j, var) in file.token_envs.iter().enumerate() {
+            env_name(key(&format!("token_envs[{j}]")), var)?;
+        }
+        for (j, endpoint) in file.endpoints.iter().enumerate() {
+            if !is_identifier(endpoint, true) {
+                let message = format!("'{endpoint}' is not a PJSIP endpoint name");
+                return Err((key(&format!("endpoints[{j}]")), message));
+            }
+            if let Some(other) = owner.insert(endpoint, &file.id) {
+                let message = format!("'{endpoint}' belongs to account '{other}' already");
+                return Err((key(&format!("endpoints[{j}]")), message));
+            }
+        }
+        if let Some(flows) = &file.metaflows {
+            if !flows.endpoints.is_empty() {
+                let message = "per-endpoint sets go in [metaflows.endpoints]".into();
+                return Err((key("metaflows.endpoints"), message));
+            }
+            let set = self::metaflows(flows, &key("metaflows"))?;
+            metaflows.insert(file.id.clone(), std::sync::Arc::new(set));
+        }
+        accounts.push(AccountConfig {
+            id: file.id.clone(),
+            name: if file.name.is_empty() {
+                file.id.clone()
+            } else {
+                file.name.clone()
+            },
+            token_envs: file.token_envs.clone(),
+            endpoints: file.endpoints.clone(),
+        });
+    }
+    Ok((accounts, metaflows))
+}
 
 /// The default set and the per-endpoint ones.
 fn metaflow_config(file: &MetaflowsFile) -> Result<MetaflowConfig, KeyError> {
@@ -485,6 +655,7 @@ fn metaflow_config(file: &MetaflowsFile) -> Result<MetaflowConfig, KeyError> {
     Ok(MetaflowConfig {
         default: Some(std::sync::Arc::new(metaflows(file, "metaflows")?)),
         endpoints,
+        accounts: HashMap::new(),
     })
 }
 
@@ -768,6 +939,52 @@ ring = 2.5
         assert_eq!(
             error_of(&text),
             "test.toml: nodes[1].name: 'node1' is used twice"
+        );
+    }
+
+    #[test]
+    fn accounts_own_endpoints_and_name_their_token_variables() {
+        let accounts = r#"
+[api]
+admin_token_env = "ADMIN_TOKEN_FOR_TEST"
+[[accounts]]
+id = "acme"
+token_envs = ["ACME_TOKEN_FOR_TEST"]
+endpoints = ["alice", "bob"]
+[accounts.metaflows]
+[[accounts.metaflows.numbers]]
+number = "9"
+module = "resume"
+[[accounts]]
+id = "globex"
+name = "Globex"
+endpoints = ["carol"]
+"#;
+        let config = Config::parse(&format!("{GOOD}{accounts}"), "test.toml").unwrap();
+        assert_eq!(config.accounts.len(), 2);
+        assert_eq!(config.accounts[0].name, "acme");
+        assert_eq!(config.accounts[1].endpoints, ["carol"]);
+        assert!(config.metaflows.accounts.contains_key("acme"));
+        assert_eq!(config.account_variable, "ARI_TRANSFER_ACCOUNT");
+        // The tokens come from the environment; an unset variable is named by its key.
+        assert_eq!(
+            config.tokens().unwrap_err(),
+            "api.admin_token_env: the environment variable ADMIN_TOKEN_FOR_TEST is not set"
+        );
+        let twice = accounts.replace("[\"carol\"]", "[\"bob\"]");
+        assert_eq!(
+            error_of(&format!("{GOOD}{twice}")),
+            "test.toml: accounts[1].endpoints[0]: 'bob' belongs to account 'acme' already"
+        );
+        let bad_env = accounts.replace("ACME_TOKEN_FOR_TEST", "ACME TOKEN");
+        assert_eq!(
+            error_of(&format!("{GOOD}{bad_env}")),
+            "test.toml: accounts[0].token_envs[0]: 'ACME TOKEN' is not an environment variable name"
+        );
+        let same_id = accounts.replace("id = \"globex\"", "id = \"acme\"");
+        assert_eq!(
+            error_of(&format!("{GOOD}{same_id}")),
+            "test.toml: accounts[1].id: 'acme' is used twice"
         );
     }
 

@@ -158,6 +158,7 @@ fn engine(instance: &str) -> Engine {
         trunks: vec![trunk(NODE1, NODE2), trunk(NODE2, NODE1)],
         metaflows: feature_codes(),
         refer_barrier: true,
+        accounts: Default::default(),
     })
 }
 
@@ -855,6 +856,7 @@ fn feature_codes() -> MetaflowConfig {
     MetaflowConfig {
         default: Some(Arc::new(flows)),
         endpoints: Default::default(),
+        accounts: Default::default(),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Channel {
     pub dialplan: Option<DialplanLocation>,
     #[serde(default)]
     pub language: Option<String>,
+    /// The channel variables ari.conf's `channelvars` asks Asterisk to include.
+    #[serde(default)]
+    pub channelvars: Option<std::collections::HashMap<String, String>>,
 }
 
 impl Channel {
@@ -50,7 +53,15 @@ impl Channel {
         (!endpoint.is_empty()).then(|| format!("PJSIP/{endpoint}"))
     }
 
-    /// The extension the channel was dialing when it entered the application.
+    /// A channel variable carried in the snapshot (one of ari.conf's `channelvars`), if set and not empty.
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.channelvars
+            .as_ref()?
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
     /// The Stasis application the channel is in and its arguments (`dialplan.app_data`, e.g.
     /// `ari-transfer,dialed` gives `("ari-transfer", "dialed")`), if it is in one.
     pub fn stasis_app(&self) -> Option<(&str, &str)> {
@@ -62,6 +73,7 @@ impl Channel {
         Some(data.split_once(',').unwrap_or((data, "")))
     }
 
+    /// The extension the channel was dialing when it entered the application.
     pub fn dialed_exten(&self) -> Option<&str> {
         self.dialplan
             .as_ref()

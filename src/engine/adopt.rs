@@ -125,9 +125,13 @@ impl Engine {
         let (caller, callee, third) = (members[0], members[1], members.get(2).copied());
         let key = self.new_key();
         let base = format!("{}-{}", self.config.instance, key.0);
-        let metaflows = self.config.metaflows.for_caller(caller);
+        let callee_endpoint = callee.endpoint().unwrap_or_default();
+        let account = self.config.accounts.of_call(caller, &callee_endpoint);
+        let metaflows = self.config.metaflows.for_caller(caller, account.as_deref());
         let ids = (bridge, base);
-        let call = Call::adopted(key, node.clone(), [caller, callee], third, ids, metaflows);
+        let mut call = Call::adopted(key, node.clone(), [caller, callee], third, ids, metaflows);
+        call.account = account;
+        call.created = now;
         tracing::info!(call = %key, %bridge, caller = %caller.id, callee = %callee.id, "adopting a call an earlier run connected");
         for leg in call.channels() {
             self.index.insert(node, &leg, key);

@@ -86,6 +86,13 @@ impl ChannelIndex {
         self.by_call_id.get(call_id).map_or(&[], Vec::as_slice)
     }
 
+    /// An indexed channel's SIP Call-ID.
+    pub fn call_id_of(&self, node: &NodeName, channel: &str) -> Option<&str> {
+        self.dialog_of
+            .get(&(node.clone(), channel.to_owned()))
+            .map(|d| d.call_id.as_str())
+    }
+
     /// The endpoint whose phone holds an indexed channel's dialog.
     pub fn endpoint_of(&self, node: &NodeName, channel: &str) -> Option<&str> {
         self.dialog_of

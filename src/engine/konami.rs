@@ -32,6 +32,7 @@
 
 use crate::ari::request::{AriRequest, HangupCause};
 
+use super::api::{self, Note, Source, TransferKind};
 use super::metaflow::{CommandBuffer, TransferFlow};
 use super::routing::{bridge_name, Call, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
@@ -78,6 +79,8 @@ pub(super) struct KonamiPlan {
     pub resume_dtmf: Option<String>,
     /// P's endpoint, to call P back (D3).
     pub recall: Option<String>,
+    /// Who asked: a feature code, or the API.
+    pub source: Source,
 }
 
 impl Konami {
@@ -124,6 +127,16 @@ impl Konami {
 
     pub fn owns_bridge(&self, bridge: &str) -> bool {
         self.consult_bridge == bridge
+    }
+
+    /// Whether a takeback (or an API cancel) applies now: not once P left, nor during a recall.
+    pub fn can_take_back(&self) -> bool {
+        !self.transferor_gone && !matches!(self.stage, Stage::Recalling | Stage::RecallPause)
+    }
+
+    /// Whether an API complete applies now: P is still consulting (ringing, talking or swapped).
+    pub fn can_complete(&self) -> bool {
+        self.can_take_back()
     }
 
     /// For a target or recall not dialed yet: marks it dialed, and gives the party on whose behalf it is
@@ -173,7 +186,16 @@ impl Call {
             flow: plan.flow,
             base,
         };
-        tracing::info!(call = %self.key, exten = %plan.exten, %dial, "feature code transfer");
+        tracing::info!(call = %self.key, exten = %plan.exten, %dial, source = ?plan.source, "attended transfer through a consultation");
+        fx.note(
+            self.key,
+            Note::Started {
+                source: plan.source,
+                kind: TransferKind::Attended,
+                target: plan.exten.clone(),
+                transferor: p,
+            },
+        );
         fx.request(
             self,
             AriRequest::CreateBridge {
@@ -251,6 +273,7 @@ impl Call {
         let Some(konami) = self.finish_konami(fx) else {
             return Flow::Continue;
         };
+        fx.note(self.key, Note::Completed);
         let p = konami.transferor;
         self.stop_ringback(&konami, fx);
         let held = match konami.stage {
@@ -275,11 +298,13 @@ impl Call {
         Flow::Continue
     }
 
-    /// Takeback: T (if any) is hung up, and P talks with O again.
-    fn take_back(&mut self, fx: &mut Effects) -> Flow {
+    /// Takeback: T (if any) is hung up, and P talks with O again; `outcome` is what the transfer's record
+    /// says (cancelled, or failed when the target did).
+    pub(super) fn take_back(&mut self, outcome: Note, fx: &mut Effects) -> Flow {
         let Some(konami) = self.finish_konami(fx) else {
             return Flow::Continue;
         };
+        fx.note(self.key, outcome);
         self.stop_ringback(&konami, fx);
         if let Some(channel) = konami.target.clone() {
             let cause = HangupCause::NORMAL_CLEARING;
@@ -297,6 +322,7 @@ impl Call {
 
     /// O hung up: P keeps talking with T if they were talking; otherwise the call is over.
     fn transferee_gone(&mut self, fx: &mut Effects) -> Flow {
+        fx.note(self.key, Note::Failed("transferee_hangup"));
         let Some(konami) = self.konami() else {
             return Flow::Continue;
         };
@@ -360,6 +386,7 @@ impl Call {
         }
         konami.target = None;
         let (stage, gone) = (konami.stage, konami.transferor_gone);
+        fx.note(key, Note::Failed(api::reason(cause)));
         match stage {
             Stage::Ringing if gone => self.recall_or_release(cause, fx),
             Stage::Recalling => self.recall_or_release(cause, fx),
@@ -369,7 +396,7 @@ impl Call {
                 }
                 Flow::Continue
             }
-            _ => self.take_back(fx),
+            _ => self.take_back(Note::Failed(api::reason(cause)), fx),
         }
     }
 
@@ -438,6 +465,7 @@ impl Call {
             return self.hand_over(target, fx);
         }
         konami.stage = Stage::Talking;
+        fx.note(key, Note::Answered);
         let (ringback, bridge) = (konami.ringback.clone(), konami.consult_bridge.clone());
         fx.request(self, AriRequest::StopPlayback { playback: ringback });
         self.add_to_bridge(bridge, vec![target], fx);
@@ -512,16 +540,8 @@ impl Call {
         let flow = konami.flow.clone();
         tracing::info!(call = %self.key, %code, ?stage, "consultation code");
         match (stage, target) {
-            _ if code == codes[0] || code == codes[4] => self.take_back(fx),
-            (Stage::Ringing, _) if code == codes[1] => {
-                let channel = self.party(p).to_owned();
-                let cause = HangupCause::NORMAL_CLEARING;
-                fx.request(self, AriRequest::Hangup { channel, cause });
-                self.on_leg_gone_in_konami(Leg::Party(p), 16, fx)
-            }
-            (Stage::Talking | Stage::Swapped, Some(target)) if code == codes[1] => {
-                self.hand_over(target, fx)
-            }
+            _ if code == codes[0] || code == codes[4] => self.take_back(Note::Cancelled, fx),
+            _ if code == codes[1] => self.complete_konami(fx),
             (Stage::Talking | Stage::Swapped, Some(target)) if code == codes[2] => {
                 let Some(konami) = self.finish_konami(fx) else {
                     return Flow::Continue;
@@ -537,6 +557,7 @@ impl Call {
                 }
                 self.add_to_bridge(self.bridge.clone(), joining, fx);
                 self.destroy_consult_bridge(&konami, fx);
+                fx.note(self.key, Note::Completed);
                 self.phase = Phase::Threeway { third: target };
                 Flow::Continue
             }
@@ -554,6 +575,25 @@ impl Call {
                 self.set_stage(Stage::Talking);
                 Flow::Continue
             }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Complete (the code, or the API): while T rings, P is hung up and T gets O when it answers (D3); once
+    /// T talks, O and T are joined and P is hung up.
+    pub(super) fn complete_konami(&mut self, fx: &mut Effects) -> Flow {
+        let Some(konami) = self.konami() else {
+            return Flow::Continue;
+        };
+        let (stage, p, target) = (konami.stage, konami.transferor, konami.target.clone());
+        match (stage, target) {
+            (Stage::Ringing, _) => {
+                let channel = self.party(p).to_owned();
+                let cause = HangupCause::NORMAL_CLEARING;
+                fx.request(self, AriRequest::Hangup { channel, cause });
+                self.on_leg_gone_in_konami(Leg::Party(p), 16, fx)
+            }
+            (Stage::Talking | Stage::Swapped, Some(target)) => self.hand_over(target, fx),
             _ => Flow::Continue,
         }
     }
@@ -590,7 +630,7 @@ impl Call {
             AriRequest::Hangup { .. } | AriRequest::DestroyBridge { .. } => Flow::Continue,
             // With P gone there is nobody to take back to: T's answer or failure decides.
             _ if konami.transferor_gone => Flow::Continue,
-            _ => self.take_back(fx),
+            _ => self.take_back(Note::Failed("error"), fx),
         }
     }
 

@@ -6,6 +6,7 @@
 //! No sockets, no clock, no tasks, no locks: a scenario is a unit test that feeds events and reads requests.
 
 mod adopt;
+pub mod api;
 mod index;
 mod konami;
 pub mod metaflow;
@@ -167,23 +168,60 @@ pub struct EngineConfig {
     /// Whether the first progress report on each REFER waits for Asterisk to have finished handling that
     /// REFER ([`AriRequest::AwaitSession`] before it). Off only to reproduce the Asterisk 22 crash.
     pub refer_barrier: bool,
+    /// Which calls belong to which account.
+    pub accounts: Accounts,
 }
 
-/// Which feature codes a call has: those of its caller's endpoint, else the default ones, else none.
+/// Which feature codes a call has: those of its caller's endpoint, else its account's, else the default
+/// ones, else none.
 #[derive(Debug, Clone, Default)]
 pub struct MetaflowConfig {
     pub default: Option<Arc<Metaflows>>,
     /// By PJSIP endpoint name (`alice` for `PJSIP/alice-00000001`).
     pub endpoints: HashMap<String, Arc<Metaflows>>,
+    /// By account id.
+    pub accounts: HashMap<String, Arc<Metaflows>>,
 }
 
 impl MetaflowConfig {
-    fn for_caller(&self, caller: &Channel) -> Option<Arc<Metaflows>> {
+    fn for_caller(&self, caller: &Channel, account: Option<&str>) -> Option<Arc<Metaflows>> {
         caller
             .endpoint()
             .and_then(|e| self.endpoints.get(e.trim_start_matches("PJSIP/")))
+            .or_else(|| account.and_then(|a| self.accounts.get(a)))
             .or(self.default.as_ref())
             .cloned()
+    }
+}
+
+/// Which account each call belongs to (see [`Accounts::of_call`]).
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// Every account id.
+    pub ids: HashSet<String>,
+    /// By PJSIP endpoint name.
+    pub endpoints: HashMap<String, String>,
+    /// The channel variable the dialplan sets to name the account (shown in channel snapshots through
+    /// ari.conf's `channelvars`).
+    pub variable: String,
+}
+
+impl Accounts {
+    /// The account of a call from `caller` dialed as `dial`: the one the dialplan named, else the one of
+    /// the caller's endpoint, else that of the dialed endpoint.
+    pub fn of_call(&self, caller: &Channel, dial: &str) -> Option<Arc<str>> {
+        let named = caller
+            .variable(&self.variable)
+            .filter(|id| self.ids.contains(*id));
+        let by_endpoint = |endpoint: Option<&str>| {
+            let name = endpoint?.strip_prefix("PJSIP/")?;
+            let name = name.split(['/', '@', '&']).next()?;
+            self.endpoints.get(name).map(String::as_str)
+        };
+        named
+            .or_else(|| by_endpoint(caller.endpoint().as_deref()))
+            .or_else(|| by_endpoint(Some(dial)))
+            .map(Arc::from)
     }
 }
 
@@ -208,6 +246,8 @@ pub enum Input {
         channels: Vec<Channel>,
         bridges: Vec<Bridge>,
     },
+    /// The node's websocket is down (it is re-synced when it comes back).
+    NodeLost { node: NodeName },
     /// An ARI request the engine issued failed.
     RequestFailed {
         node: NodeName,
@@ -240,9 +280,15 @@ pub(crate) struct Effects<'a> {
     pub out: &'a mut Vec<Output>,
     /// What this call tells the other half of a cross-node transfer, delivered once it is done.
     signals: Vec<(CallKey, LinkSignal)>,
+    /// What the calls report about their transfers, for the transfers' records.
+    notes: Vec<(CallKey, api::Note)>,
 }
 
 impl Effects<'_> {
+    pub fn note(&mut self, call: CallKey, note: api::Note) {
+        self.notes.push((call, note));
+    }
+
     pub fn signal(&mut self, call: CallKey, signal: LinkSignal) {
         self.signals.push((call, signal));
     }
@@ -278,6 +324,10 @@ pub struct Engine {
     /// Channels with a REFER that Asterisk may still be handling: the next progress report to each waits
     /// for it (see [`Engine::fence_refers`]).
     unfenced: HashSet<(NodeName, String)>,
+    /// Every transfer's record, for the API.
+    transfers: api::TransferLog,
+    /// Nodes whose websocket is down: commands for their calls are answered 503.
+    down: HashSet<NodeName>,
 }
 
 impl Engine {
@@ -292,6 +342,8 @@ impl Engine {
             link_prefix: format!("xfer{}n", config.instance),
             strays: Vec::new(),
             unfenced: HashSet::new(),
+            transfers: api::TransferLog::default(),
+            down: HashSet::new(),
             config,
         }
     }
@@ -320,7 +372,13 @@ impl Engine {
                 node,
                 channels,
                 bridges,
-            } => self.on_synced(now, node, channels, bridges, &mut out),
+            } => {
+                self.down.remove(&node);
+                self.on_synced(now, node, channels, bridges, &mut out)
+            }
+            Input::NodeLost { node } => {
+                self.down.insert(node);
+            }
             Input::RequestFailed {
                 node,
                 call,
@@ -488,8 +546,15 @@ impl Engine {
         };
         let key = self.new_key();
         let base = format!("{}-{}", self.config.instance, key.0);
-        let metaflows = self.config.metaflows.for_caller(channel);
-        let call = Call::new(key, node.clone(), channel, base, metaflows);
+        let account = self.config.accounts.of_call(channel, &dial);
+        let metaflows = self
+            .config
+            .metaflows
+            .for_caller(channel, account.as_deref());
+        let mut call = Call::new(key, node.clone(), channel, base, metaflows);
+        call.account = account;
+        call.exten = exten.to_owned();
+        call.created = now;
         tracing::info!(call = %key, caller = %channel.id, exten, %dial, "routing call");
         for leg in call.channels() {
             self.index.insert(&node, &leg, key);
@@ -613,10 +678,13 @@ impl Engine {
             .flatten();
         let plan = BlindPlan {
             source: party,
+            exten: destination.clone(),
             dial,
             target: format!("{base}-t"),
             ringback: format!("{base}-ring"),
             recall,
+            origin: api::Source::Refer,
+            timeout: None,
         };
         self.with_call(now, key, out, |call, fx| {
             call.start_blind(plan, fx);
@@ -763,9 +831,16 @@ impl Engine {
             timers: &mut self.timers,
             out,
             signals: Vec::new(),
+            notes: Vec::new(),
         };
         let flow = f(call, &mut fx);
         let signals = std::mem::take(&mut fx.signals);
+        for (key, note) in std::mem::take(&mut fx.notes) {
+            self.transfers.apply(&self.config.instance, call, note);
+            debug_assert_eq!(key, call.key);
+        }
+        self.transfers
+            .settle(key, flow == Flow::Continue && call.is_transferring());
         let after = match flow {
             Flow::Continue => call.channels(),
             Flow::Ended => Vec::new(),

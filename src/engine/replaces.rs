@@ -15,7 +15,7 @@
 //! | not resolved; the Call-ID names a dialog of another phone (whatever its tags)         | 503, nothing changes (logged as refused) |
 //! | the Call-ID names no connected call of this app (A4), or this very call | 503, nothing changes  |
 //!
-//! Once accounts exist, the rule will also require both calls to be of the same account.
+//! | any of the above, but the replaced dialog's call is another account's | 503, nothing changes  |
 
 use crate::ari::models::ChannelTransfer;
 
@@ -68,9 +68,14 @@ impl Engine {
             .protocol_id
             .as_deref()
             .unwrap_or_default();
+        let account = self.calls.get(&key).and_then(|c| c.account.clone());
         let connected_party = |at: &NodeName, replaced: &str| {
             let other = self.index.call_of(at, replaced)?;
             let call = self.calls.get(&other)?;
+            if call.account != account {
+                tracing::warn!(call = %key, consult_call = %other, "attended transfer refused: the replaced dialog is another account's call");
+                return None;
+            }
             match call.leg_of(replaced) {
                 Some(Leg::Party(party)) if other != key && call.is_idle_connected() => {
                     Some(Consult {

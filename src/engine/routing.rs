@@ -128,6 +128,16 @@ pub struct Call {
     /// The feature-code digits each party is pressing, and its endpoint (to call it back).
     collectors: [Collector; 2],
     endpoints: [Option<String>; 2],
+    /// The call's id for the API: its first leg's channel id.
+    id: String,
+    /// The account the call belongs to, if any.
+    pub account: Option<Arc<str>>,
+    /// The extension the caller dialed.
+    pub exten: String,
+    /// When the call entered the app.
+    pub created: Millis,
+    /// Which parties the API holds (out of the bridge, hearing music).
+    pub(super) held: [bool; 2],
 }
 
 impl Call {
@@ -157,7 +167,30 @@ impl Call {
             metaflows,
             collectors: Default::default(),
             endpoints: [None, None],
+            id: caller.id.clone(),
+            account: None,
+            exten: String::new(),
+            created: 0,
+            held: [false; 2],
         }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Whether a transfer (of any kind) is in progress.
+    pub fn is_transferring(&self) -> bool {
+        matches!(self.phase, Phase::Transferring(_) | Phase::Konami(_))
+    }
+
+    /// A party the API holds, if any.
+    pub fn held_party(&self) -> Option<usize> {
+        self.held.iter().position(|h| *h)
+    }
+
+    pub fn is_held_by_api(&self, channel: &str) -> bool {
+        matches!(self.leg_of(channel), Some(Leg::Party(p)) if self.held[p])
     }
 
     /// A call an earlier run left behind (S3): `caller`, `callee` (and a third party, for a three-way)
@@ -258,6 +291,7 @@ impl Call {
         let leg = self.leg_of(channel)?;
         match (&self.phase, leg) {
             (_, Leg::Departing | Leg::Replaced) | (Phase::Dialing { .. }, _) => None,
+            (Phase::Connected, Leg::Party(p)) if self.held[p] => None,
             (Phase::Connected | Phase::Threeway { .. }, _) => Some(&self.bridge),
             (Phase::Transferring(transfer), leg) => transfer.belongs_in(leg, &self.bridge),
             (Phase::Konami(konami), leg) => konami.belongs_in(leg, &self.bridge),
@@ -289,13 +323,14 @@ impl Call {
     fn is_held(&self, channel: &str) -> bool {
         match (&self.phase, self.leg_of(channel)) {
             (Phase::Konami(konami), Some(leg)) => konami.holds(leg),
+            (Phase::Connected, Some(Leg::Party(p))) => self.held[p],
             _ => false,
         }
     }
 
-    /// Whether a transfer can start now.
+    /// Whether a transfer can start now: connected, and nobody on hold.
     pub fn is_idle_connected(&self) -> bool {
-        matches!(self.phase, Phase::Connected)
+        matches!(self.phase, Phase::Connected) && self.held_party().is_none()
     }
 
     /// The channels whose absence after a re-sync means they hung up unseen: every channel of the call,
@@ -527,6 +562,10 @@ impl Call {
     /// A digit from party `party`: a feature code's, passed on, or (during a feature-code transfer, from its
     /// transferor) a consultation code's.
     fn on_dtmf(&mut self, party: usize, digit: char, fx: &mut Effects) -> Flow {
+        if matches!(self.phase, Phase::Konami(_)) {
+            // Consultation codes work on every call: an API transfer's too.
+            return self.on_konami_digit_from(party, digit, fx);
+        }
         let Some(flows) = self.metaflows.clone() else {
             return Flow::Continue;
         };
@@ -548,7 +587,6 @@ impl Call {
                 self.pass_on(party, digit, fx);
                 Flow::Continue
             }
-            Phase::Konami(_) => self.on_konami_digit_from(party, digit, fx),
             _ => Flow::Continue,
         }
     }
@@ -584,6 +622,7 @@ impl Call {
                         flow,
                         resume_dtmf: flows.resume_dtmf(),
                         recall: self.endpoints[party].clone(),
+                        source: super::api::Source::Dtmf,
                     };
                     self.start_konami(plan, fx)
                 }

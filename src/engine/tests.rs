@@ -1,6 +1,7 @@
 //! Engine scenarios, fed event by event. The channel snapshots come from a real Asterisk 22 capture.
 
 mod adopt;
+mod api;
 mod barrier;
 mod cross_node;
 mod konami;
@@ -15,7 +16,11 @@ const NODE: &str = "node1";
 const CALLER: &str = "inst1-1795328468.0";
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig {
+    Engine::new(engine_config())
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
         app: "ari-transfer".into(),
         instance: "t".into(),
         routes: vec![Route::new("[a-z]+", "PJSIP/{exten}").unwrap()],
@@ -26,7 +31,8 @@ fn engine() -> Engine {
         // The session barrier before a REFER's first report has its own tests (tests/barrier.rs); the
         // others read as the transfer flows they check.
         refer_barrier: false,
-    })
+        accounts: Default::default(),
+    }
 }
 
 /// The caller's channel snapshot, from the StasisStart capture.

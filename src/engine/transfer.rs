@@ -52,6 +52,8 @@
 
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
+use super::api::{self, Note, Source, TransferKind};
+
 use super::routing::{Call, Departing, Flow, Leg, Phase};
 use super::timers::{TimerKind, Timers};
 use super::{CallKey, Effects, Millis};
@@ -69,6 +71,8 @@ pub(crate) enum LinkSignal {
 pub(super) struct BlindPlan {
     /// The party index of the transferer's leg S.
     pub source: usize,
+    /// The extension asked for, and the dial string it routes to.
+    pub exten: String,
     pub dial: String,
     /// The id of the target's channel.
     pub target: String,
@@ -76,6 +80,10 @@ pub(super) struct BlindPlan {
     pub ringback: String,
     /// The transferer's endpoint, to call it back (B6).
     pub recall: Option<String>,
+    /// Who asked: a REFER, or the API.
+    pub origin: Source,
+    /// How long the target may ring (else the configured ring timeout).
+    pub timeout: Option<Millis>,
 }
 
 /// How long a transferer told 200 may take to hang up by itself before the app hangs it up.
@@ -240,6 +248,18 @@ impl Transfer {
     }
 
     /// The party the transfer replaces: S (whose REFER it is), or R on a consult call linked across nodes.
+    /// Whether an API cancel applies: a blind transfer still ringing, its transferer still there to
+    /// return to.
+    pub fn can_cancel(&self) -> bool {
+        matches!(
+            self,
+            Transfer::Blind {
+                source_gone: false,
+                ..
+            }
+        )
+    }
+
     fn source(&self) -> usize {
         match self {
             Transfer::Blind { source, .. }
@@ -266,7 +286,16 @@ impl Call {
 
     /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
     pub(super) fn start_blind(&mut self, plan: BlindPlan, fx: &mut Effects) {
-        tracing::info!(call = %self.key, target = %plan.target, dial = %plan.dial, "blind transfer");
+        tracing::info!(call = %self.key, target = %plan.target, dial = %plan.dial, source = ?plan.origin, "blind transfer");
+        fx.note(
+            self.key,
+            Note::Started {
+                source: plan.origin,
+                kind: TransferKind::Blind,
+                target: plan.exten.clone(),
+                transferor: plan.source,
+            },
+        );
         fx.request(
             self,
             AriRequest::RemoveFromBridge {
@@ -287,7 +316,7 @@ impl Call {
 
     /// Creates the plan's target (dialed once it is in the app) and waits for it, with a ring timeout.
     fn ring_target(&mut self, plan: BlindPlan, source_gone: bool, fx: &mut Effects) {
-        let timeout = fx.config.ring_timeout;
+        let timeout = plan.timeout.unwrap_or(fx.config.ring_timeout);
         let ring_deadline = self.ring(
             plan.target.clone(),
             &plan.dial,
@@ -324,6 +353,43 @@ impl Call {
         ring_deadline
     }
 
+    /// An API blind transfer: the transferor leaves at once (hung up), as a REFER's transferer that hangs
+    /// up on the 202; the transfer goes on for the transferee (B6: the transferor is called back if the
+    /// target fails, when recalls are on).
+    pub(super) fn leave_blind_transfer(&mut self, fx: &mut Effects) {
+        let Phase::Transferring(Transfer::Blind {
+            source,
+            source_gone,
+            ..
+        }) = &mut self.phase
+        else {
+            return;
+        };
+        *source_gone = true;
+        let source = *source;
+        self.hang_up(source, HangupCause::NORMAL_CLEARING, fx);
+    }
+
+    /// API cancel of a blind transfer that rings: the target is hung up, the transferer is back with the
+    /// transferee, and a REFERing phone is told 603.
+    pub(super) fn cancel_blind(&mut self, fx: &mut Effects) -> Flow {
+        let Some(Transfer::Blind {
+            source,
+            target,
+            ringback,
+            ..
+        }) = self.finish_transfer(Transfer::is_blind, fx)
+        else {
+            return Flow::Continue;
+        };
+        fx.note(self.key, Note::Cancelled);
+        self.release(vec![target], fx);
+        fx.request(self, AriRequest::StopPlayback { playback: ringback });
+        self.add_to_bridge(self.bridge.clone(), vec![self.party(source).to_owned()], fx);
+        self.report(source, TransferProgress::Declined, fx);
+        Flow::Continue
+    }
+
     /// Attended transfer across nodes, on S's call: the link leg `link` is dialed through the trunk
     /// (`dial`) to the consult call `far`, and takes party `source`'s place once it is answered.
     pub(super) fn start_remote(
@@ -335,6 +401,7 @@ impl Call {
         fx: &mut Effects,
     ) {
         tracing::info!(call = %self.key, %link, %dial, consult_call = %far, "attended transfer across nodes");
+        fx.note(self.key, Self::refer_started(source, link.clone()));
         let timeout = fx.config.ring_timeout;
         let ring_deadline = self.ring(link.clone(), dial, 1 - source, timeout, fx);
         self.phase = Phase::Transferring(Transfer::Remote {
@@ -419,6 +486,7 @@ impl Call {
         else {
             return Flow::Continue;
         };
+        fx.note(self.key, Note::Failed("unreachable"));
         if !source_gone {
             self.report(source, TransferProgress::Unavailable, fx);
         }
@@ -467,6 +535,7 @@ impl Call {
         fx: &mut Effects,
     ) {
         tracing::info!(call = %self.key, %newcomer, %replaced, "attended transfer");
+        fx.note(self.key, Self::refer_started(source, newcomer.clone()));
         self.add_to_bridge(self.bridge.clone(), vec![newcomer.clone()], fx);
         self.phase = Phase::Transferring(Transfer::Attended {
             source,
@@ -475,6 +544,16 @@ impl Call {
             old_bridge,
             source_gone: false,
         });
+    }
+
+    /// The record of an attended REFER's transfer: its target is the party joining.
+    fn refer_started(transferor: usize, target: String) -> Note {
+        Note::Started {
+            source: Source::Refer,
+            kind: TransferKind::Attended,
+            target,
+            transferor,
+        }
     }
 
     /// Ends the transfer phase if its transfer is of the kind `kind` accepts: back to Connected, the
@@ -500,6 +579,7 @@ impl Call {
     /// the app hangs it up. Asterisk's own transfers leave that hangup to the phone, too; hanging the REFER's
     /// channel up right on the 200 sometimes crashed Asterisk 22.10 (heap corruption), so the app does not.
     fn complete_transfer(&mut self, source: usize, joined: String, tell: bool, fx: &mut Effects) {
+        fx.note(self.key, Note::Completed);
         let transferer = std::mem::replace(&mut self.parties[source], joined);
         if !tell {
             return;
@@ -683,15 +763,19 @@ impl Call {
             }
             cause => cause,
         };
+        fx.note(self.key, Note::Failed(api::reason(cause)));
         if source_gone {
             if let Some(endpoint) = recall {
                 tracing::info!(call = %self.key, %endpoint, "transfer failed after the transferer left; calling the transferer back");
                 let plan = BlindPlan {
                     source,
+                    exten: endpoint.clone(),
                     dial: endpoint,
                     target: format!("{target}-recall"),
                     ringback,
                     recall: None,
+                    origin: Source::Refer,
+                    timeout: None,
                 };
                 // Like a blind transfer whose transferer is gone: on answer the recall joins the
                 // transferee, who keeps hearing ringback meanwhile; if it fails, the transferee is released.
@@ -721,6 +805,7 @@ impl Call {
         else {
             return Flow::Continue;
         };
+        fx.note(self.key, Note::Failed("target_hangup"));
         if !source_gone {
             self.report(source, TransferProgress::Unavailable, fx);
         }
@@ -770,6 +855,7 @@ impl Call {
         let Some(transfer) = self.finish_transfer(|_| true, fx) else {
             return Flow::Continue;
         };
+        fx.note(self.key, Note::Failed("transferee_hangup"));
         let source = transfer.source();
         let mut leftovers = transfer.channels();
         if !transfer.source_gone() {

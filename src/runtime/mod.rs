@@ -20,7 +20,8 @@ use tokio::time::{sleep_until, Instant};
 use crate::ari::client::{AriClient, AriError};
 use crate::ari::stream::{self, NodeSignal};
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, Input, NodeName, Output};
+use crate::engine::{Accounts, Engine, EngineConfig, Input, NodeName, Output};
+use crate::http::{CommandRequest, Tokens};
 use health::{Health, NodeHealth};
 use lanes::{Failure, Lanes};
 
@@ -55,11 +56,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         clients.insert(NodeName::from(node.name.as_str()), client);
     }
 
+    let tokens = Tokens::new(config.tokens().map_err(anyhow::Error::msg)?);
     let health = Arc::new(Health::new(config.nodes.iter().map(|n| n.name.as_str())));
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
-    let app = crate::http::router(health.clone());
+    let (command_tx, command_rx) = mpsc::channel(256);
+    let account_ids = config.accounts.iter().map(|a| a.id.clone()).collect();
+    let api = crate::http::Api::new(health.clone(), tokens, account_ids, command_tx);
+    let app = crate::http::router(api);
     let mut http_shutdown = shutdown.clone();
     tokio::spawn(async move {
         let stop = async move {
@@ -93,9 +98,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         trunks: config.trunks.clone(),
         metaflows: config.metaflows.clone(),
         refer_barrier: config.refer_barrier,
+        accounts: Accounts {
+            ids: config.accounts.iter().map(|a| a.id.clone()).collect(),
+            endpoints: config
+                .accounts
+                .iter()
+                .flat_map(|a| a.endpoints.iter().map(|e| (e.clone(), a.id.clone())))
+                .collect(),
+            variable: config.account_variable.clone(),
+        },
     });
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
-    drive(engine, clients, node_rx, health, shutdown).await;
+    drive(engine, clients, node_rx, command_rx, health, shutdown).await;
     Ok(())
 }
 
@@ -104,6 +118,7 @@ async fn drive(
     mut engine: Engine,
     clients: HashMap<NodeName, AriClient>,
     mut node_rx: mpsc::Receiver<(NodeName, NodeSignal)>,
+    mut command_rx: mpsc::Receiver<CommandRequest>,
     health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -129,10 +144,16 @@ async fn drive(
                     }
                     NodeSignal::Disconnected { reason } => {
                         health.set(&node, NodeHealth { connected: false, error: Some(reason) });
-                        continue;
+                        Input::NodeLost { node }
                     }
                 };
                 engine.handle(now(), input)
+            }
+            Some((scope, command, reply)) = command_rx.recv() => {
+                let (answer, outputs) = engine.command(now(), &scope, command);
+                // The asker may have given up waiting; the engine's decision stands either way.
+                let _ = reply.send(answer);
+                outputs
             }
             Some(failure) = failure_rx.recv() => {
                 let input = Input::RequestFailed {

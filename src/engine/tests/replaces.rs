@@ -74,3 +74,24 @@ fn a3_another_phones_dialog_on_another_node_gives_503_and_changes_nothing() {
     assert_eq!(engine.call_count(), 2);
     assert_eq!(engine.phase_of(NODE2, STRANGER), Some(CallPhase::Connected));
 }
+
+#[test]
+fn a_dialog_of_another_accounts_call_is_never_replaced_even_when_asterisk_matched_it() {
+    let mut config = engine_config();
+    config.accounts = Accounts {
+        ids: ["acme", "globex"].map(String::from).into(),
+        endpoints: [("alice", "acme"), ("dave", "globex")]
+            .map(|(e, a)| (e.to_owned(), a.to_owned()))
+            .into(),
+        variable: "ARI_TRANSFER_ACCOUNT".into(),
+    };
+    let mut engine = Engine::new(config);
+    engine.handle(0, stasis_start(CALLER, &[]));
+    engine.handle(1, stasis_start("t-1-b", &["dialed"]));
+    engine.handle(100, state_change("t-1-b", "Up"));
+    stranger_calls_carol(&mut engine, NODE);
+    let out = engine.handle(1_000, attended_refer(CALLER, STRANGER, true));
+    refused(&out);
+    assert_eq!(engine.call_count(), 2);
+    assert_eq!(engine.phase_of(NODE, STRANGER), Some(CallPhase::Connected));
+}

@@ -30,7 +30,7 @@ fn refer_reported(source: &str) -> Input {
     event(value)
 }
 
-fn blind_refer(source: &str, destination: &str) -> Input {
+pub(super) fn blind_refer(source: &str, destination: &str) -> Input {
     event(refer(source, destination))
 }
 
