@@ -334,6 +334,8 @@ pub struct AppSettings {
     pub max_connections: Option<usize>,
     /// More of the config file, appended as it is (e.g. a `[metaflows]` table).
     pub extra: String,
+    /// More environment variables for the app (e.g. API tokens).
+    pub env: Vec<(String, String)>,
 }
 
 impl AppSettings {
@@ -362,6 +364,7 @@ impl AppSettings {
             trunks: nodes.len() > 1,
             max_connections: None,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -444,6 +447,7 @@ impl App {
             .args(["run", "--config"])
             .arg(&config)
             .env("ARI_PASSWORD", password)
+            .envs(settings.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,ari_transfer=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
