@@ -45,11 +45,17 @@ struct Setup {
     http: reqwest::Client,
 }
 
-async fn setup(test: &str, ring_timeout_secs: f64) -> Setup {
+async fn setup(test: &str) -> Setup {
+    setup_nodes(test, &[]).await
+}
+
+/// The app on node 1 and `more` nodes (trunks between all of them).
+async fn setup_nodes(test: &str, more: &[&Node]) -> Setup {
     let node = lab::node(1);
     let dir = scratch(test);
-    let mut settings = AppSettings::for_node(&node);
-    settings.ring_timeout_secs = ring_timeout_secs;
+    let mut nodes = vec![&node];
+    nodes.extend(more);
+    let mut settings = AppSettings::for_nodes(&nodes);
     settings.extra = format!("{METAFLOWS}{ACCOUNTS}");
     settings.env = vec![
         ("ACME_TOKEN".into(), ACME_TOKEN.into()),
@@ -169,7 +175,7 @@ impl Setup {
 #[tokio::test]
 async fn p1_kazoo_attended_transfer_then_the_transferor_hangs_up_bridges_transferee_and_target() {
     let _lab = serial().await;
-    let lab = setup("p1_kazoo_attended", 30.0).await;
+    let lab = setup("p1_kazoo_attended").await;
     let bob = lab.bob().await;
     let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 2000, 12_000).await;
     let (alice, alice_id) = lab.alice("", 7000).await;
@@ -195,7 +201,7 @@ async fn p1_kazoo_attended_transfer_then_the_transferor_hangs_up_bridges_transfe
 #[tokio::test]
 async fn p1_the_transferor_hanging_up_while_the_target_rings_is_the_partial_transfer() {
     let _lab = serial().await;
-    let lab = setup("p1_partial", 30.0).await;
+    let lab = setup("p1_partial").await;
     let bob = lab.bob().await;
     let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 6000, 3000).await;
     let (alice, alice_id) = lab.alice("", 1000).await;
@@ -213,7 +219,7 @@ async fn p1_the_transferor_hanging_up_while_the_target_rings_is_the_partial_tran
 #[tokio::test]
 async fn p1_the_takeback_code_cancels_an_api_transfer() {
     let _lab = serial().await;
-    let lab = setup("p1_takeback", 30.0).await;
+    let lab = setup("p1_takeback").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_ring_forever.xml", &[]).await;
     // alice presses #5 as her takeback code 3 s after the answer, and hangs up 3 s later.
@@ -233,7 +239,7 @@ async fn p1_the_takeback_code_cancels_an_api_transfer() {
 #[tokio::test]
 async fn p2_attended_then_complete_hands_the_transferee_to_the_target() {
     let _lab = serial().await;
-    let lab = setup("p2_complete", 30.0).await;
+    let lab = setup("p2_complete").await;
     let bob = lab.bob().await;
     let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 0, 8000).await;
     let (alice, alice_id) = lab.alice("", 0).await;
@@ -262,7 +268,7 @@ async fn p2_attended_then_complete_hands_the_transferee_to_the_target() {
 /// DELETE /v1/transfers/{id} once carol `answers` or while she rings: carol is hung up, alice is back
 /// with bob.
 async fn cancelled(test: &str, answers: bool) {
-    let lab = setup(test, 30.0).await;
+    let lab = setup(test).await;
     let bob = lab.bob().await;
     let scenario = if answers {
         "uas_answer.xml"
@@ -310,7 +316,7 @@ async fn p2_cancel_while_talking_to_the_target_reconnects_the_transferor() {
 #[tokio::test]
 async fn p2_a_blind_transfer_hangs_up_the_transferor_and_the_target_gets_the_transferee() {
     let _lab = serial().await;
-    let lab = setup("p2_blind", 30.0).await;
+    let lab = setup("p2_blind").await;
     let bob = lab.bob().await;
     let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 2000, 3000).await;
     let (alice, alice_id) = lab.alice("", 0).await;
@@ -329,7 +335,7 @@ async fn p2_a_blind_transfer_hangs_up_the_transferor_and_the_target_gets_the_tra
 #[tokio::test]
 async fn p2_a_busy_target_fails_the_transfer_and_the_transferor_is_back() {
     let _lab = serial().await;
-    let lab = setup("p2_busy", 30.0).await;
+    let lab = setup("p2_busy").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_busy.xml", &[]).await;
     let (alice, alice_id) = lab.alice("", 6000).await;
@@ -346,7 +352,7 @@ async fn p2_a_busy_target_fails_the_transfer_and_the_transferor_is_back() {
 #[tokio::test]
 async fn p2_a_target_that_does_not_answer_fails_the_transfer_with_no_answer() {
     let _lab = serial().await;
-    let lab = setup("p2_no_answer", 30.0).await;
+    let lab = setup("p2_no_answer").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_ring_forever.xml", &[]).await;
     let (alice, alice_id) = lab.alice("", 8000).await;
@@ -363,7 +369,7 @@ async fn p2_a_target_that_does_not_answer_fails_the_transfer_with_no_answer() {
 #[tokio::test]
 async fn p2_hold_plays_music_to_the_held_leg_alone_and_unhold_restores_the_call() {
     let _lab = serial().await;
-    let lab = setup("p2_hold", 30.0).await;
+    let lab = setup("p2_hold").await;
     let bob = lab.bob().await;
     let (alice, _) = lab.alice("", 8000).await;
     let bob_id = channel_id_named(&lab.node, BOB).await;
@@ -408,7 +414,7 @@ async fn p2_hold_plays_music_to_the_held_leg_alone_and_unhold_restores_the_call(
 #[tokio::test]
 async fn p2_a_phone_started_blind_transfer_is_listed_and_cancelling_it_tells_the_phone_603() {
     let _lab = serial().await;
-    let lab = setup("p2_cancel_refer", 30.0).await;
+    let lab = setup("p2_cancel_refer").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_ring_forever.xml", &[]).await;
     let alice = Phone::blind_transferer(
@@ -443,7 +449,7 @@ async fn p2_a_phone_started_blind_transfer_is_listed_and_cancelling_it_tells_the
 #[tokio::test]
 async fn d7_the_resume_code_cancels_an_api_transfer() {
     let _lab = serial().await;
-    let lab = setup("d7_resume_api", 30.0).await;
+    let lab = setup("d7_resume_api").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_ring_forever.xml", &[]).await;
     let (alice, alice_id) = lab.alice("*9", 3000).await;
@@ -459,7 +465,7 @@ async fn d7_the_resume_code_cancels_an_api_transfer() {
 #[tokio::test]
 async fn p2_every_route_with_another_accounts_token_is_404_and_changes_nothing() {
     let _lab = serial().await;
-    let lab = setup("p2_cross_account", 30.0).await;
+    let lab = setup("p2_cross_account").await;
     let bob = lab.bob().await;
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", "uas_ring_forever.xml", &[]).await;
     let (alice, alice_id) = lab.alice("", 6000).await;
@@ -547,4 +553,89 @@ async fn p2_every_route_with_another_accounts_token_is_404_and_changes_nothing()
     assert_eq!(status, 200);
     carol.expect_success().await;
     lab.ends(vec![alice, bob]).await;
+}
+
+/// The id of the channel that shares a bridge on `node` with the channel named `peer...`.
+async fn leg_bridged_with(node: &Node, peer: &str) -> String {
+    eventually(
+        Duration::from_secs(10),
+        &format!("the leg bridged with {peer}"),
+        || async {
+            let channels = lab::ari_get(node, "/channels").await;
+            let name_of = |id: &Value| {
+                channels
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["id"] == *id)
+                    .and_then(|c| c["name"].as_str().map(str::to_owned))
+            };
+            let bridges = lab::ari_get(node, "/bridges").await;
+            bridges.as_array()?.iter().find_map(|b| {
+                let members = b["channels"].as_array()?;
+                let has_peer = members
+                    .iter()
+                    .any(|m| name_of(m).is_some_and(|n| n.starts_with(peer)));
+                let other = members
+                    .iter()
+                    .find(|m| name_of(m).is_some_and(|n| !n.starts_with(peer)))?;
+                (has_peer && members.len() == 2).then(|| other.as_str().map(str::to_owned))?
+            })
+        },
+    )
+    .await
+}
+
+/// P2 `target_call`: alice talks with bob on `bob_node` and with carol on `carol_node` (her consultation);
+/// the API joins bob with carol and hangs up both of alice's legs. carol hangs up 6 s after answering,
+/// which ends bob's side too. `bridged` are the bridges expected on each node afterwards.
+async fn join_two_calls(lab: &Setup, carol_node: &Node, bridged: &[(&Node, [&str; 2])]) {
+    let bob = lab.bob().await;
+    let carol = Phone::answers_then_hangs_up(&lab.dir, carol_node, "carol", 0, 6000).await;
+    let alice1 = Phone::caller(&lab.dir, &lab.node, "uac_talk_until_bye.xml", "bob", &[]);
+    let first = leg_bridged_with(&lab.node, BOB).await;
+    let alice2 = Phone::caller(&lab.dir, carol_node, "uac_talk_until_bye.xml", "carol", &[]);
+    let second = leg_bridged_with(carol_node, CAROL).await;
+    let body = json!({"call": first, "target_call": second});
+    let (status, transfer) = lab
+        .acme(reqwest::Method::POST, "/v1/transfers", Some(body))
+        .await;
+    assert_eq!(status, 201, "{transfer}");
+    // Both of alice's legs are hung up (each phone waits for its BYE); bob and carol talk.
+    alice1.expect_success().await;
+    alice2.expect_success().await;
+    for (node, parties) in bridged {
+        wait_for_bridge(node, parties).await;
+    }
+    lab.transfer_is(transfer["id"].as_str().unwrap(), "completed")
+        .await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+}
+
+#[tokio::test]
+async fn p2_target_call_joins_two_existing_calls_on_one_node() {
+    let _lab = serial().await;
+    let lab = setup("p2_join_calls").await;
+    join_two_calls(&lab, &lab.node, &[(&lab.node, [BOB, CAROL])]).await;
+    assert_nothing_left(&lab.node).await;
+}
+
+#[tokio::test]
+async fn p2_target_call_joins_two_existing_calls_across_nodes() {
+    let _lab = serial().await;
+    let node2 = lab::node(2);
+    let lab = setup_nodes("p2_join_across", &[&node2]).await;
+    let link_on_1 = format!("PJSIP/{}-", node2.name);
+    let link_on_2 = format!("PJSIP/{}-", lab.node.name);
+    join_two_calls(
+        &lab,
+        &node2,
+        &[
+            (&lab.node, [BOB, &link_on_1]),
+            (&node2, [CAROL, &link_on_2]),
+        ],
+    )
+    .await;
+    assert_nothing_left(&lab.node).await;
+    assert_nothing_left(&node2).await;
 }

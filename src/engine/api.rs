@@ -107,6 +107,9 @@ pub struct TransferSpec {
     pub call: String,
     /// An extension, routed like a dialed one.
     pub target: String,
+    /// Instead of `target`: another call (a leg's id), the transferor's consultation; its other party
+    /// joins the transferee and the transferor's two legs are hung up (attended only).
+    pub target_call: Option<String>,
     pub kind: TransferKind,
     /// How long the target may ring (else the ring timeout of the configuration).
     pub timeout: Option<Millis>,
@@ -577,6 +580,9 @@ impl Engine {
             }
         }
         self.check_node(key)?;
+        if let Some(target_call) = &spec.target_call {
+            return self.start_join(now, scope, (key, transferor), target_call, out);
+        }
         let Some(dial) = self.route(&spec.target) else {
             return Err(ApiError::new(
                 ErrorKind::Unprocessable,
@@ -647,6 +653,41 @@ impl Engine {
                     "the transfer could not start",
                 )
             })
+    }
+
+    /// Joins the transferee of call `key` with the other party of the call `target_call` names (the
+    /// transferor's leg in it), as an attended REFER would.
+    fn start_join(
+        &mut self,
+        now: Millis,
+        scope: &Scope,
+        (key, transferor): (CallKey, usize),
+        target_call: &str,
+        out: &mut Vec<Output>,
+    ) -> Result<Reply, ApiError> {
+        let (other, replaced) = self.find_leg(scope, target_call, "target_call")?;
+        if other == key {
+            return Err(ApiError::new(
+                ErrorKind::Unprocessable,
+                "same_call",
+                "target_call names the transferor's own call",
+            )
+            .on("target_call"));
+        }
+        self.check_node(other)?;
+        if !self.join_calls(now, key, transferor, (other, &replaced), out) {
+            return Err(ApiError::conflict(
+                "cannot_join",
+                "the target call is not a connected two-party call of this account that can be \
+                 reached from the transferor's node",
+            )
+            .on("target_call"));
+        }
+        self.transfers
+            .in_progress(key)
+            .cloned()
+            .map(Reply::Transfer)
+            .ok_or_else(|| ApiError::conflict("cannot_join", "the calls could not be joined"))
     }
 
     fn call_view(&self, now: Millis, key: CallKey) -> Option<CallView> {

@@ -19,6 +19,7 @@
 
 use crate::ari::models::ChannelTransfer;
 
+use super::api::Source;
 use super::routing::{Flow, Leg};
 use super::{CallKey, Engine, Millis, NodeName, Output};
 
@@ -44,12 +45,62 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> bool {
         match self.replaceable(node, key, transfer) {
-            Some(consult) if consult.node == *node => {
-                self.merge_consult(now, key, party, consult, out);
-                true
-            }
-            Some(consult) => self.link_consult(now, node, key, party, consult, out),
+            Some(consult) => self.join(now, node, key, party, consult, Source::Refer, out),
             None => false,
+        }
+    }
+
+    /// The API's attended transfer between two existing calls (`target_call`): party `party` of call
+    /// `key` is the transferor, `replaced` (R) its leg in the other call `other`, whose other party joins
+    /// the transferee, as an attended REFER would do, without a REFER to report to. Both calls must be
+    /// connected and of the same account. False if they cannot be joined (the other call is not a
+    /// connected two-party call, R is not one of its parties, or no trunk leads to its node).
+    pub(super) fn join_calls(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        party: usize,
+        (other, replaced): (CallKey, &str),
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let (Some(call), Some(consult)) = (self.calls.get(&key), self.calls.get(&other)) else {
+            return false;
+        };
+        let (Some(Leg::Party(consult_party)), true, true, true) = (
+            consult.leg_of(replaced),
+            consult.is_idle_connected(),
+            other != key,
+            consult.account == call.account,
+        ) else {
+            return false;
+        };
+        let node = call.node.clone();
+        let consult = Consult {
+            node: consult.node.clone(),
+            call: other,
+            party: consult_party,
+            replaced: replaced.to_owned(),
+        };
+        self.join(now, &node, key, party, consult, Source::Api, out)
+    }
+
+    /// Joins the consult call into call `key`: merged on one node, linked through a trunk across nodes.
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        key: CallKey,
+        party: usize,
+        consult: Consult,
+        origin: Source,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        if consult.node == *node {
+            self.merge_consult(now, key, party, consult, origin, out);
+            true
+        } else {
+            self.link_consult(now, node, key, party, consult, origin, out)
         }
     }
 
@@ -137,6 +188,7 @@ impl Engine {
         key: CallKey,
         party: usize,
         consult: Consult,
+        origin: Source,
         out: &mut Vec<Output>,
     ) {
         // A transferer the consult call still gives a moment to hang up goes now: the call that would
@@ -155,7 +207,7 @@ impl Engine {
         let newcomer = absorbed.other_party(consult.party).to_owned();
         let old_bridge = absorbed.bridge().to_owned();
         self.with_call(now, key, out, |call, fx| {
-            call.start_attended(party, consult.replaced, newcomer, old_bridge, fx);
+            call.start_attended(party, (consult.replaced, newcomer, old_bridge), origin, fx);
             Flow::Continue
         });
     }
@@ -163,6 +215,7 @@ impl Engine {
     /// Another node: a link leg is dialed from this node through the trunk to the consult call's node,
     /// where it arrives with a token for an extension and takes R's place; here it takes the
     /// transferer's. False if no trunk leads there.
+    #[allow(clippy::too_many_arguments)]
     fn link_consult(
         &mut self,
         now: Millis,
@@ -170,6 +223,7 @@ impl Engine {
         key: CallKey,
         party: usize,
         consult: Consult,
+        origin: Source,
         out: &mut Vec<Output>,
     ) -> bool {
         let Some(trunk) = self
@@ -193,7 +247,7 @@ impl Engine {
             Flow::Continue
         });
         self.with_call(now, key, out, |call, fx| {
-            call.start_remote(party, link, &dial, consult.call, fx);
+            call.start_remote(party, (link, &dial), consult.call, origin, fx);
             Flow::Continue
         });
         true

@@ -138,6 +138,8 @@ pub struct Call {
     pub created: Millis,
     /// Which parties the API holds (out of the bridge, hearing music).
     pub(super) held: [bool; 2],
+    /// The transfer in progress reports to no phone: the API joined two calls, no REFER awaits NOTIFYs.
+    pub(super) quiet: bool,
 }
 
 impl Call {
@@ -172,6 +174,7 @@ impl Call {
             exten: String::new(),
             created: 0,
             held: [false; 2],
+            quiet: false,
         }
     }
 

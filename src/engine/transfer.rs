@@ -286,6 +286,7 @@ impl Call {
 
     /// Blind transfer of party `source`'s peer to `dial`, through the new channel `target`.
     pub(super) fn start_blind(&mut self, plan: BlindPlan, fx: &mut Effects) {
+        self.quiet = false;
         tracing::info!(call = %self.key, target = %plan.target, dial = %plan.dial, source = ?plan.origin, "blind transfer");
         fx.note(
             self.key,
@@ -395,13 +396,17 @@ impl Call {
     pub(super) fn start_remote(
         &mut self,
         source: usize,
-        link: String,
-        dial: &str,
+        (link, dial): (String, &str),
         far: CallKey,
+        origin: Source,
         fx: &mut Effects,
     ) {
         tracing::info!(call = %self.key, %link, %dial, consult_call = %far, "attended transfer across nodes");
-        fx.note(self.key, Self::refer_started(source, link.clone()));
+        fx.note(
+            self.key,
+            Self::attended_started(source, link.clone(), origin),
+        );
+        self.quiet = origin == Source::Api;
         let timeout = fx.config.ring_timeout;
         let ring_deadline = self.ring(link.clone(), dial, 1 - source, timeout, fx);
         self.phase = Phase::Transferring(Transfer::Remote {
@@ -529,13 +534,16 @@ impl Call {
     pub(super) fn start_attended(
         &mut self,
         source: usize,
-        replaced: String,
-        newcomer: String,
-        old_bridge: String,
+        (replaced, newcomer, old_bridge): (String, String, String),
+        origin: Source,
         fx: &mut Effects,
     ) {
-        tracing::info!(call = %self.key, %newcomer, %replaced, "attended transfer");
-        fx.note(self.key, Self::refer_started(source, newcomer.clone()));
+        tracing::info!(call = %self.key, %newcomer, %replaced, ?origin, "attended transfer");
+        fx.note(
+            self.key,
+            Self::attended_started(source, newcomer.clone(), origin),
+        );
+        self.quiet = origin == Source::Api;
         self.add_to_bridge(self.bridge.clone(), vec![newcomer.clone()], fx);
         self.phase = Phase::Transferring(Transfer::Attended {
             source,
@@ -546,10 +554,11 @@ impl Call {
         });
     }
 
-    /// The record of an attended REFER's transfer: its target is the party joining.
-    fn refer_started(transferor: usize, target: String) -> Note {
+    /// The record of an attended transfer (a REFER's, or the API's between two calls): its target is the
+    /// party joining.
+    fn attended_started(transferor: usize, target: String, source: Source) -> Note {
         Note::Started {
-            source: Source::Refer,
+            source,
             kind: TransferKind::Attended,
             target,
             transferor,
@@ -582,6 +591,11 @@ impl Call {
         fx.note(self.key, Note::Completed);
         let transferer = std::mem::replace(&mut self.parties[source], joined);
         if !tell {
+            return;
+        }
+        if std::mem::take(&mut self.quiet) {
+            // No REFER awaits the outcome (the API joined two calls): the transferor just goes.
+            self.release(vec![transferer], fx);
             return;
         }
         fx.request(
@@ -654,7 +668,11 @@ impl Call {
         }
     }
 
-    fn report(&self, source: usize, state: TransferProgress, fx: &mut Effects) {
+    fn report(&mut self, source: usize, state: TransferProgress, fx: &mut Effects) {
+        if std::mem::take(&mut self.quiet) {
+            tracing::info!(call = %self.key, ?state, "transfer ended (no REFER to report to)");
+            return;
+        }
         tracing::info!(call = %self.key, status = state.sip_status(), "transfer ended");
         fx.request(
             self,

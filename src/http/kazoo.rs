@@ -292,7 +292,8 @@ async fn command(
             }
             let body = TransferBody {
                 call: call_id,
-                target,
+                target: Some(target),
+                target_call: None,
                 flow,
                 timeout: None,
                 moh: data.moh,

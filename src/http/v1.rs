@@ -47,8 +47,12 @@ pub struct TransferList {
 pub struct TransferBody {
     /// The transferor's leg (a channel id or SIP Call-ID); the other party of its call is the transferee.
     pub call: String,
-    /// The extension to transfer to, routed like a dialed one.
-    pub target: String,
+    /// The extension to transfer to, routed like a dialed one (or `target_call`).
+    pub target: Option<String>,
+    /// Instead of `target`: another call of the account (a leg's channel id or SIP Call-ID), the
+    /// transferor's consultation: its other party joins the transferee, and the transferor's legs in both
+    /// calls are hung up (attended only; on one node or across nodes).
+    pub target_call: Option<String>,
     /// `attended` (default): the transferor consults the target first; `blind`: the transferor leaves
     /// at once.
     #[serde(default)]
@@ -74,9 +78,31 @@ pub struct HoldBody {
 /// Checks the fields the engine takes as given.
 pub(super) fn transfer_spec(body: TransferBody) -> Result<TransferSpec, Failure> {
     check_text("call", &body.call, 255, |c| !c.is_control())?;
-    check_text("target", &body.target, 64, |c| {
-        c.is_ascii_alphanumeric() || "*#+_.-".contains(c)
-    })?;
+    let target = match (body.target, &body.target_call) {
+        (Some(target), None) => {
+            check_text("target", &target, 64, |c| {
+                c.is_ascii_alphanumeric() || "*#+_.-".contains(c)
+            })?;
+            target
+        }
+        (None, Some(call)) => {
+            check_text("target_call", call, 255, |c| !c.is_control())?;
+            if body.flow == TransferKind::Blind {
+                return Err(Failure::invalid(
+                    "flow",
+                    "a transfer to target_call is attended",
+                ));
+            }
+            String::new()
+        }
+        (Some(_), Some(_)) => {
+            return Err(Failure::invalid(
+                "target_call",
+                "give target or target_call, not both",
+            ))
+        }
+        (None, None) => return Err(Failure::invalid("target", "required (or target_call)")),
+    };
     let timeout = match body.timeout {
         None => None,
         Some(s) if s.is_finite() && (1.0..=3600.0).contains(&s) => Some((s * 1000.0) as u64),
@@ -97,7 +123,8 @@ pub(super) fn transfer_spec(body: TransferBody) -> Result<TransferSpec, Failure>
     }
     Ok(TransferSpec {
         call: body.call,
-        target: body.target,
+        target,
+        target_call: body.target_call,
         kind: body.flow,
         timeout,
         moh: body.moh,

@@ -512,3 +512,110 @@ fn the_dialplan_variable_names_the_account() {
     )
     .is_some());
 }
+
+#[test]
+fn p2_target_call_joins_the_transferee_with_the_other_call_and_hangs_up_the_transferors_legs() {
+    use super::transfer::{add, entered_bridge, two_calls, BRIDGE1, CONSULT, CONSULTED};
+    // Without accounts, every call is the account-less one the admin token sees.
+    let mut engine = two_calls();
+    let spec = TransferSpec {
+        target_call: Some(CONSULT.into()),
+        ..transfer_spec(TransferKind::Attended)
+    };
+    let (reply, requests) = ask(&mut engine, &Scope::Admin, Command::StartTransfer(spec));
+    let Reply::Transfer(view) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        (view.source, view.target.as_str()),
+        (Source::Api, CONSULTED)
+    );
+    // carol moves into the first call's bridge; no phone is told anything (no REFER).
+    assert_eq!(requests, vec![add(BRIDGE1, CONSULTED)]);
+    let out = requests_of(engine.handle(400, entered_bridge(BRIDGE1, CONSULTED)));
+    assert!(
+        out.contains(&hangup(CALLER, HangupCause::NORMAL_CLEARING)),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&hangup(CONSULT, HangupCause::NORMAL_CLEARING)),
+        "{out:?}"
+    );
+    assert!(!out
+        .iter()
+        .any(|r| matches!(r, AriRequest::TransferProgress { .. })));
+    assert_eq!(
+        status_of_admin(&mut engine, &view.id),
+        TransferStatus::Completed
+    );
+    assert_eq!(engine.call_count(), 1);
+    // A REFER on the joined call afterwards is reported to its phone again.
+    let out = requests_of(engine.handle(500, super::transfer::blind_refer(TRANSFEREE, "carol")));
+    assert!(out
+        .iter()
+        .any(|r| matches!(r, AriRequest::TransferProgress { .. })));
+}
+
+#[test]
+fn target_call_naming_the_same_call_or_another_accounts_call_is_refused() {
+    let mut engine = connected_call();
+    let spec = |target_call: &str| TransferSpec {
+        target_call: Some(target_call.into()),
+        ..transfer_spec(TransferKind::Attended)
+    };
+    let (reply, requests) = ask(
+        &mut engine,
+        &acme(),
+        Command::StartTransfer(spec(TRANSFEREE)),
+    );
+    assert_eq!(
+        error_kind(&reply),
+        Some((ErrorKind::Unprocessable, "same_call"))
+    );
+    assert!(requests.is_empty());
+    let mut caller = channel("globex-caller");
+    caller["channelvars"] = json!({"ARI_TRANSFER_ACCOUNT": "globex"});
+    engine.handle(
+        300,
+        event(json!({"type": "StasisStart", "args": [], "channel": caller})),
+    );
+    engine.handle(301, stasis_start("t-2-b", &["dialed"]));
+    engine.handle(302, state_change("t-2-b", "Up"));
+    assert_eq!(
+        engine.phase_of(NODE, "globex-caller"),
+        Some(CallPhase::Connected)
+    );
+    let (reply, requests) = ask(
+        &mut engine,
+        &acme(),
+        Command::StartTransfer(spec("globex-caller")),
+    );
+    assert_eq!(
+        error_kind(&reply),
+        Some((ErrorKind::NotFound, "call_not_found"))
+    );
+    assert!(requests.is_empty());
+    // Even the admin token cannot join calls of two accounts.
+    let (reply, _) = ask(
+        &mut engine,
+        &Scope::Admin,
+        Command::StartTransfer(spec("globex-caller")),
+    );
+    assert_eq!(
+        error_kind(&reply),
+        Some((ErrorKind::Conflict, "cannot_join"))
+    );
+}
+
+fn status_of_admin(engine: &mut Engine, id: &str) -> TransferStatus {
+    match ask(
+        engine,
+        &Scope::Admin,
+        Command::GetTransfer { id: id.into() },
+    )
+    .0
+    {
+        Reply::Transfer(view) => view.status,
+        other => panic!("{other:?}"),
+    }
+}

@@ -431,7 +431,7 @@ fn a_refer_on_a_call_still_ringing_is_declined() {
 }
 
 /// Call 1 (CALLER ↔ TRANSFEREE) and the consult call 2 (CONSULT ↔ CONSULTED), both connected.
-fn two_calls() -> Engine {
+pub(super) fn two_calls() -> Engine {
     let (mut engine, _) = connected();
     engine.handle(200, stasis_start(CONSULT, &["carol"]));
     engine.handle(300, state_change(CONSULTED, "Up"));
