@@ -9,7 +9,8 @@
 //!   re-sync, a failed request, the time) and returns the requests to make. No I/O, no clock, no tasks.
 //! * [`runtime`]: the IO shell. One loop feeds the engine and hands its requests to per-call lanes that run
 //!   them in order against the right node.
-//! * [`http`]: health and readiness endpoints.
+//! * [`http`]: health and readiness endpoints, and the HTTP API (`/v1`, the Kazoo route, OpenAPI), which
+//!   parses, authenticates and hands commands to the engine through the runtime loop.
 //! * [`config`]: the TOML file, validated once at start.
 //! * [`backoff`]: reconnect delays.
 

@@ -55,15 +55,19 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 None => String::new(),
             };
             println!(
-                "{}: ok ({} node(s), {} route(s){codes})",
+                "{}: ok ({} node(s), {} route(s), {} account(s){codes})",
                 file.display(),
                 config.nodes.len(),
-                config.routes.len()
+                config.routes.len(),
+                config.accounts.len()
             );
             for node in &config.nodes {
                 if let Err(note) = node.password() {
                     println!("note: {note} here; `run` will need it");
                 }
+            }
+            if let Err(note) = config.tokens() {
+                println!("note: {note} here; `run` will need it");
             }
             ExitCode::SUCCESS
         }

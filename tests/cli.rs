@@ -38,6 +38,7 @@ fn the_shipped_configs_are_valid() {
             .arg("check-config")
             .arg(&path)
             .env_remove("ARI_PASSWORD")
+            .env_remove("ARI_TRANSFER_DEMO_TOKEN")
             .output()
             .unwrap();
         assert!(
@@ -48,12 +49,18 @@ fn the_shipped_configs_are_valid() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             stdout
-                .contains(": ok (1 node(s), 6 route(s), feature codes: 1 number(s), 1 pattern(s)"),
+                .contains(": ok (1 node(s), 6 route(s), 1 account(s), feature codes: 1 number(s), 1 pattern(s)"),
             "{stdout}"
         );
         assert!(
             stdout.contains("ARI_PASSWORD"),
             "a missing secret is noted: {stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "accounts[0].token_envs[0]: the environment variable ARI_TRANSFER_DEMO_TOKEN"
+            ),
+            "a missing token is noted by its key: {stdout}"
         );
     }
 }

@@ -137,6 +137,9 @@ pub enum Event {
     BridgeDestroyed(BridgeEvent),
     Dial(Dial),
     ChannelTransfer(ChannelTransfer),
+    /// The phone put the call on hold (a re-INVITE with `sendonly` or `inactive`), or took it off.
+    ChannelHold(ChannelEvent),
+    ChannelUnhold(ChannelEvent),
     #[serde(other)]
     Other,
 }
@@ -158,7 +161,10 @@ impl Event {
     pub fn channel(&self) -> Option<&Channel> {
         match self {
             Event::StasisStart(e) => Some(&e.channel),
-            Event::StasisEnd(e) | Event::ChannelStateChange(e) => Some(&e.channel),
+            Event::StasisEnd(e)
+            | Event::ChannelStateChange(e)
+            | Event::ChannelHold(e)
+            | Event::ChannelUnhold(e) => Some(&e.channel),
             Event::ChannelHangupRequest(e) => Some(&e.channel),
             Event::ChannelDestroyed(e) => Some(&e.channel),
             Event::ChannelDtmfReceived(e) => Some(&e.channel),

@@ -215,6 +215,8 @@ pub struct LegView {
     pub role: &'static str,
     /// Held through the API (it hears music, nobody hears it).
     pub held: bool,
+    /// Its phone holds the call itself (a re-INVITE with `sendonly` or `inactive`).
+    pub phone_hold: bool,
 }
 
 /// A transfer, whatever started it.
@@ -700,6 +702,7 @@ impl Engine {
                 .map(str::to_owned),
             role,
             held: call.is_held_by_api(channel),
+            phone_hold: call.is_held_by_phone(channel),
         };
         let mut legs = vec![leg(call.party(0), "caller"), leg(call.party(1), "callee")];
         for channel in call.channels().iter().skip(2) {

@@ -138,6 +138,8 @@ pub struct Call {
     pub created: Millis,
     /// Which parties the API holds (out of the bridge, hearing music).
     pub(super) held: [bool; 2],
+    /// Which parties' phones hold the call themselves (ChannelHold, ChannelUnhold).
+    pub(super) phone_hold: [bool; 2],
     /// The transfer in progress reports to no phone: the API joined two calls, no REFER awaits NOTIFYs.
     pub(super) quiet: bool,
 }
@@ -174,6 +176,7 @@ impl Call {
             exten: String::new(),
             created: 0,
             held: [false; 2],
+            phone_hold: [false; 2],
             quiet: false,
         }
     }
@@ -194,6 +197,10 @@ impl Call {
 
     pub fn is_held_by_api(&self, channel: &str) -> bool {
         matches!(self.leg_of(channel), Some(Leg::Party(p)) if self.held[p])
+    }
+
+    pub fn is_held_by_phone(&self, channel: &str) -> bool {
+        matches!(self.leg_of(channel), Some(Leg::Party(p)) if self.phone_hold[p])
     }
 
     /// A call an earlier run left behind (S3): `caller`, `callee` (and a third party, for a three-way)
@@ -453,6 +460,12 @@ impl Call {
             }
             Event::ChannelEnteredBridge(e) if e.bridge.id == self.bridge && leg == Leg::Target => {
                 self.on_target_joined(fx)
+            }
+            Event::ChannelHold(_) | Event::ChannelUnhold(_) => {
+                if let Leg::Party(party) = leg {
+                    self.phone_hold[party] = matches!(event, Event::ChannelHold(_));
+                }
+                Flow::Continue
             }
             Event::ChannelDtmfReceived(e) => match (leg, e.digit.chars().next()) {
                 (Leg::Party(party), Some(digit)) => {

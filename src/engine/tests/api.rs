@@ -619,3 +619,31 @@ fn status_of_admin(engine: &mut Engine, id: &str) -> TransferStatus {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_phones_own_hold_shows_in_the_calls_state() {
+    let mut engine = connected_call();
+    let held = |engine: &mut Engine| match ask(
+        engine,
+        &acme(),
+        Command::GetCall {
+            call: CALLER.into(),
+        },
+    )
+    .0
+    {
+        Reply::Call(call) => call.legs.iter().map(|l| l.phone_hold).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(held(&mut engine), [false, false]);
+    engine.handle(
+        300,
+        event(json!({"type": "ChannelHold", "channel": channel(TRANSFEREE)})),
+    );
+    assert_eq!(held(&mut engine), [false, true]);
+    engine.handle(
+        400,
+        event(json!({"type": "ChannelUnhold", "channel": channel(TRANSFEREE)})),
+    );
+    assert_eq!(held(&mut engine), [false, false]);
+}
