@@ -243,9 +243,16 @@ async fn p2_attended_then_complete_hands_the_transferee_to_the_target() {
     let bob = lab.bob().await;
     let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 0, 8000).await;
     let (alice, alice_id) = lab.alice("", 0).await;
-    let transfer = lab.transfer(&alice_id, json!({"moh": "default"})).await;
+    let body = json!({"moh": "default", "variables": {"TICKET": "4711"}});
+    let transfer = lab.transfer(&alice_id, body).await;
     let id = transfer["id"].as_str().unwrap();
     wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
+    // The target's channel carries the transfer's variables.
+    let carol_id = channel_id_named(&lab.node, CAROL).await;
+    assert_eq!(
+        lab::ari_variable(&lab.node, &carol_id, "TICKET").await,
+        "4711"
+    );
     lab.transfer_is(id, "answered").await;
     let path = format!("/v1/transfers/{id}/complete");
     let (status, done) = lab.acme(reqwest::Method::PUT, &path, None).await;
@@ -277,7 +284,29 @@ async fn cancelled(test: &str, answers: bool) {
     };
     let carol = Phone::callee(&lab.dir, &lab.node, "carol", scenario, &[]).await;
     let (alice, alice_id) = lab.alice("", 6000).await;
-    let transfer = lab.transfer(&alice_id, json!({})).await;
+    // Sent twice with one Idempotency-Key: one transfer, and the same answer both times.
+    let post = || async {
+        let url = format!("http://127.0.0.1:{}/v1/transfers", lab.app.http_port);
+        let response = lab
+            .http
+            .post(url)
+            .header("X-Auth-Token", ACME_TOKEN)
+            .header("Idempotency-Key", "cancel-test-1")
+            .json(&json!({"call": alice_id, "target": "carol"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    let (first, transfer) = post().await;
+    let (second, again) = post().await;
+    assert_eq!((first, second), (201, 201), "{transfer} {again}");
+    assert_eq!(transfer, again);
+    let (_, list) = lab.acme(reqwest::Method::GET, "/v1/transfers", None).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
     let id = transfer["id"].as_str().unwrap();
     if answers {
         wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;

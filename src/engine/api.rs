@@ -119,6 +119,8 @@ pub struct TransferSpec {
     pub ringback: Option<String>,
     /// The code with which the transferor takes the transferee back (attended; default `*1`).
     pub takeback_dtmf: Option<String>,
+    /// Channel variables set on the target's channel.
+    pub variables: Vec<(String, String)>,
 }
 
 /// The engine's answer to a command.
@@ -621,6 +623,7 @@ impl Engine {
                     resume_dtmf: metaflows.and_then(|m| m.resume_dtmf()),
                     recall,
                     source: Source::Api,
+                    variables: spec.variables,
                 };
                 self.with_call(now, key, out, |call, fx| call.start_konami(plan, fx));
             }
@@ -636,6 +639,7 @@ impl Engine {
                     recall,
                     origin: Source::Api,
                     timeout: spec.timeout,
+                    variables: spec.variables,
                 };
                 self.with_call(now, key, out, |call, fx| {
                     call.start_blind(plan, fx);

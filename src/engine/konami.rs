@@ -81,6 +81,8 @@ pub(super) struct KonamiPlan {
     pub recall: Option<String>,
     /// Who asked: a feature code, or the API.
     pub source: Source,
+    /// Channel variables for the target's channel (an API transfer's `variables`).
+    pub variables: Vec<(String, String)>,
 }
 
 impl Konami {
@@ -217,7 +219,7 @@ impl Call {
         let timeout = konami.flow.target_timeout;
         let target = konami.target.clone().unwrap_or_default();
         self.phase = Phase::Konami(Box::new(konami));
-        self.ring_konami(target, &dial, p, timeout, fx);
+        self.ring_konami(target, (&dial, &plan.variables), p, timeout, fx);
         Flow::Continue
     }
 
@@ -225,7 +227,7 @@ impl Call {
     fn ring_konami(
         &mut self,
         channel: String,
-        dial: &str,
+        dial: (&str, &[(String, String)]),
         on_behalf_of: usize,
         timeout: Millis,
         fx: &mut Effects,
@@ -444,7 +446,7 @@ impl Call {
         konami.target = Some(channel.clone());
         let o = 1 - konami.transferor;
         tracing::info!(call = %self.key, %endpoint, attempt, "calling the transferor back");
-        self.ring_konami(channel, &endpoint, o, ring_timeout, fx);
+        self.ring_konami(channel, (&endpoint, &[]), o, ring_timeout, fx);
         Flow::Continue
     }
 

@@ -685,6 +685,7 @@ impl Engine {
             recall,
             origin: api::Source::Refer,
             timeout: None,
+            variables: Vec::new(),
         };
         self.with_call(now, key, out, |call, fx| {
             call.start_blind(plan, fx);

@@ -380,24 +380,25 @@ impl Call {
             );
         }
         fx.request(self, AriRequest::Ring { channel: caller });
-        self.create(self.parties[1].clone(), dial, 0, fx);
+        self.create(self.parties[1].clone(), (dial, &[]), 0, fx);
     }
 
-    /// Creates `channel` towards `dial`, on behalf of party `on_behalf_of`. It is dialed once it is in the
-    /// app (its StasisStart): `channels/create` answers before that, and a dial that comes first fails
-    /// with 409 "Channel not in Stasis application".
+    /// Creates `channel` towards `dial` (with the channel variables `extra`, an API transfer's), on behalf
+    /// of party `on_behalf_of`. It is dialed once it is in the app (its StasisStart): `channels/create`
+    /// answers before that, and a dial that comes first fails with 409 "Channel not in Stasis application".
     pub(super) fn create(
         &self,
         channel: String,
-        dial: &str,
+        (dial, extra): (&str, &[(String, String)]),
         on_behalf_of: usize,
         fx: &mut Effects,
     ) {
-        let variables = if dial.starts_with("PJSIP/") {
+        let mut variables = if dial.starts_with("PJSIP/") {
             vec![(TRANSFER_HANDLING_VAR.to_owned(), "ari-only".to_owned())]
         } else {
             vec![]
         };
+        variables.extend(extra.iter().cloned());
         fx.request(
             self,
             AriRequest::CreateChannel {
@@ -639,6 +640,7 @@ impl Call {
                         resume_dtmf: flows.resume_dtmf(),
                         recall: self.endpoints[party].clone(),
                         source: super::api::Source::Dtmf,
+                        variables: Vec::new(),
                     };
                     self.start_konami(plan, fx)
                 }

@@ -84,6 +84,8 @@ pub(super) struct BlindPlan {
     pub origin: Source,
     /// How long the target may ring (else the configured ring timeout).
     pub timeout: Option<Millis>,
+    /// Channel variables for the target's channel (an API transfer's `variables`).
+    pub variables: Vec<(String, String)>,
 }
 
 /// How long a transferer told 200 may take to hang up by itself before the app hangs it up.
@@ -320,7 +322,7 @@ impl Call {
         let timeout = plan.timeout.unwrap_or(fx.config.ring_timeout);
         let ring_deadline = self.ring(
             plan.target.clone(),
-            &plan.dial,
+            (&plan.dial, &plan.variables),
             1 - plan.source,
             timeout,
             fx,
@@ -342,7 +344,7 @@ impl Call {
     pub(super) fn ring(
         &self,
         channel: String,
-        dial: &str,
+        dial: (&str, &[(String, String)]),
         on_behalf_of: usize,
         timeout: Millis,
         fx: &mut Effects,
@@ -408,7 +410,7 @@ impl Call {
         );
         self.quiet = origin == Source::Api;
         let timeout = fx.config.ring_timeout;
-        let ring_deadline = self.ring(link.clone(), dial, 1 - source, timeout, fx);
+        let ring_deadline = self.ring(link.clone(), (dial, &[]), 1 - source, timeout, fx);
         self.phase = Phase::Transferring(Transfer::Remote {
             source,
             link,
@@ -794,6 +796,7 @@ impl Call {
                     recall: None,
                     origin: Source::Refer,
                     timeout: None,
+                    variables: Vec::new(),
                 };
                 // Like a blind transfer whose transferer is gone: on answer the recall joins the
                 // transferee, who keeps hearing ringback meanwhile; if it fails, the transferee is released.

@@ -299,6 +299,7 @@ async fn command(
                 moh: data.moh,
                 ringback: None,
                 takeback_dtmf: data.takeback_dtmf,
+                variables: Default::default(),
             };
             let spec = match transfer_spec(body) {
                 Ok(spec) => spec,

@@ -65,6 +65,9 @@ pub struct TransferBody {
     pub ringback: Option<String>,
     /// The DTMF code with which the transferor cancels (attended; default `*1`).
     pub takeback_dtmf: Option<String>,
+    /// Channel variables set on the target's channel (at most 20; names of letters, digits and `_`).
+    #[serde(default)]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// `PUT /v1/calls/{call_id}/hold`.
@@ -121,9 +124,31 @@ pub(super) fn transfer_spec(body: TransferBody) -> Result<TransferSpec, Failure>
     if let Some(code) = &body.takeback_dtmf {
         check_text("takeback_dtmf", code, 8, |c| "0123456789*#ABCD".contains(c))?;
     }
+    if body.variables.len() > 20 {
+        return Err(Failure::invalid("variables", "at most 20 variables"));
+    }
+    for (name, value) in &body.variables {
+        let field = format!("variables.{name}");
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return Err(Failure::invalid(
+                field,
+                "a variable name is letters, digits and '_'",
+            ));
+        }
+        if value.chars().count() > 255 || value.chars().any(char::is_control) {
+            return Err(Failure::invalid(
+                field,
+                "at most 255 characters, no control characters",
+            ));
+        }
+    }
     Ok(TransferSpec {
         call: body.call,
         target,
+        variables: body.variables.into_iter().collect(),
         target_call: body.target_call,
         kind: body.flow,
         timeout,

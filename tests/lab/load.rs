@@ -230,6 +230,7 @@ impl App {
             .args(["run", "--config"])
             .arg(&config)
             .env("ARI_PASSWORD", ARI_PASSWORD)
+            .envs(settings.env.iter().map(|(k, v)| (k, v)))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -243,6 +244,11 @@ impl App {
         };
         app.wait_ready().await?;
         Ok(app)
+    }
+
+    /// The app's HTTP root (`http://127.0.0.1:PORT`).
+    pub fn base_url(&self) -> String {
+        self.readyz.trim_end_matches("/readyz").to_owned()
     }
 
     /// Waits until `/readyz` answers 200 (every node connected and synced).

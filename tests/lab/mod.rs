@@ -171,6 +171,10 @@ pub fn start_node(n: u16) {
     lab(&["start", &n.to_string()]);
 }
 
+pub fn stop_node(n: u16) {
+    lab(&["stop", &n.to_string()]);
+}
+
 /// `GET /ari{path}` on a node.
 pub async fn ari_get(node: &Node, path: &str) -> Value {
     let url = format!("{}/ari{path}", node.ari_url());
@@ -541,10 +545,14 @@ impl Phone {
             .args(["-trace_logs", "-log_file"])
             .arg(&log);
         command.args(extra);
+        // SIPp's own complaints (a message it could not send, a bad scenario) go to stderr.
+        let stderr = std::fs::File::create(dir.join(format!("{name}.stderr")))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn sipp (is the sip-tester package installed? run scripts/lab install)");

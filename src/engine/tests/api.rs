@@ -647,3 +647,27 @@ fn a_phones_own_hold_shows_in_the_calls_state() {
     );
     assert_eq!(held(&mut engine), [false, false]);
 }
+
+#[test]
+fn an_api_transfers_variables_are_set_on_the_targets_channel() {
+    for kind in [TransferKind::Attended, TransferKind::Blind] {
+        let mut engine = connected_call();
+        let spec = TransferSpec {
+            variables: vec![("TICKET".into(), "4711".into())],
+            ..transfer_spec(kind)
+        };
+        let (_, requests) = ask(&mut engine, &acme(), Command::StartTransfer(spec));
+        let variables = requests.iter().find_map(|r| match r {
+            AriRequest::CreateChannel { variables, .. } => Some(variables.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            variables,
+            Some(vec![
+                ("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into()),
+                ("TICKET".into(), "4711".into())
+            ]),
+            "{kind:?}"
+        );
+    }
+}
