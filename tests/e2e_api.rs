@@ -160,15 +160,11 @@ impl Setup {
 
     /// `parties` talk in one bridge, and bob hears no music.
     async fn talking(&self, parties: &[&str]) {
-        wait_for_bridge(&self.node, parties).await;
-        wait_for_write_format(&self.node, BOB, "ulaw").await;
+        lab::talking(&self.node, parties, BOB).await;
     }
 
     async fn ends(&self, phones: Vec<Phone>) {
-        for phone in phones {
-            phone.expect_success().await;
-        }
-        assert_nothing_left(&self.node).await;
+        lab::ends(&self.node, phones).await;
     }
 }
 
@@ -356,6 +352,8 @@ async fn p2_a_blind_transfer_hangs_up_the_transferor_and_the_target_gets_the_tra
     alice.expect_success().await;
     wait_for_bridge(&lab.node, &[BOB]).await;
     wait_for_bridge(&lab.node, &[BOB, CAROL]).await;
+    let from = lab::invite_from(&carol);
+    assert!(from.contains("sip:bob@"), "carol is shown bob: {from}");
     lab.transfer_is(transfer["id"].as_str().unwrap(), "completed")
         .await;
     lab.ends(vec![carol, bob]).await;

@@ -7,10 +7,7 @@
 
 mod lab;
 
-use lab::{
-    assert_nothing_left, scratch, serial, wait_for_bridge, wait_for_write_format, App, AppSettings,
-    Node, Phone,
-};
+use lab::{scratch, serial, wait_for_bridge, wait_for_write_format, App, AppSettings, Node, Phone};
 
 /// The codes of these tests: `*2` + extension transfers (the target rings at most 4 s; one recall of the
 /// transferor, after 1 s), `*9` resumes; digits end 1 s after the last one.
@@ -83,17 +80,11 @@ impl Setup {
 
     /// `parties` talk in one bridge, and bob hears no music.
     async fn talking(&self, parties: &[&str]) {
-        wait_for_bridge(&self.node, parties).await;
-        wait_for_write_format(&self.node, BOB, "ulaw").await;
+        lab::talking(&self.node, parties, BOB).await;
     }
 
-    /// The end of every test: the phones' scenarios passed (each got the BYE it expects or sent its own),
-    /// and nothing of the app is left.
     async fn ends(&self, phones: Vec<Phone>) {
-        for phone in phones {
-            phone.expect_success().await;
-        }
-        assert_nothing_left(&self.node).await;
+        lab::ends(&self.node, phones).await;
     }
 }
 

@@ -33,6 +33,10 @@ async fn b1_blind_transfer_target_answers_and_talks_to_the_transferee() {
     let alice = Phone::blind_transferer(&dir, &node, "carol", "200", &[]);
 
     wait_for_bridge(&node, &["PJSIP/bob-", "PJSIP/carol-"]).await;
+    // carol is shown who is coming: bob (the leg the app dialed, which Asterisk gives no caller id of
+    // its own; it used to come as "Anonymous").
+    let from = lab::invite_from(&carol);
+    assert!(from.contains("sip:bob@"), "carol's INVITE: {from}");
     assert_eq!(
         alice.finish().await,
         notified(200),
@@ -596,7 +600,9 @@ async fn b3_asterisk_restarting_while_the_target_rings_ends_the_transfer_at_once
     let _lab = serial().await;
     let node = lab::node(1);
     let dir = scratch("b3_asterisk_restarts_while_ringing");
-    let app = app(&dir, &node, 3.0).await;
+    // The ring timeout must outlast Asterisk's restart (2 to 4 s here), or it ends the transfer first.
+    let ring = Duration::from_secs(8);
+    let app = app(&dir, &node, ring.as_secs_f64()).await;
 
     let _bob = Phone::callee(&dir, &node, "bob", "uas_answer.xml", &[]).await;
     let _carol = Phone::callee(&dir, &node, "carol", "uas_ring_forever.xml", &[]).await;
@@ -605,14 +611,16 @@ async fn b3_asterisk_restarting_while_the_target_rings_ends_the_transfer_at_once
     channel_id_named(&node, "PJSIP/carol-").await;
 
     // Every leg of the transfer (alice, bob and the ringing carol) goes with Asterisk.
+    let ringing_since = std::time::Instant::now();
     lab::kill_node(1);
     app.wait_ready(false).await;
     lab::start_node(1);
     app.wait_ready(true).await;
     // alice's phone is back (registered anew): a transfer that had only heard of alice's leg going would
-    // let carol "ring" on to the 3 s timeout, then call alice back for a bob who is gone.
+    // let carol "ring" on to the timeout, then call alice back for a bob who is gone.
     let alice_again = Phone::callee(&dir, &node, "alice", "uas_answer.xml", &[]).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let past_the_timeout = ringing_since + ring + Duration::from_secs(2);
+    tokio::time::sleep_until(past_the_timeout.into()).await;
     let log = app.log();
     assert!(
         !alice_again.trace_text().contains("INVITE sip:"),

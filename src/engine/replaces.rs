@@ -45,7 +45,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> bool {
         match self.replaceable(node, key, transfer) {
-            Some(consult) => self.join(now, node, key, party, consult, Source::Refer, out),
+            Some(consult) => self.join(now, node, (key, party), consult, Source::Refer, out),
             None => false,
         }
     }
@@ -81,26 +81,25 @@ impl Engine {
             party: consult_party,
             replaced: replaced.to_owned(),
         };
-        self.join(now, &node, key, party, consult, Source::Api, out)
+        self.join(now, &node, (key, party), consult, Source::Api, out)
     }
 
-    /// Joins the consult call into call `key`: merged on one node, linked through a trunk across nodes.
-    #[allow(clippy::too_many_arguments)]
+    /// Joins the consult call into call `key` (party `party` the transferor): merged on one node, linked
+    /// through a trunk across nodes.
     fn join(
         &mut self,
         now: Millis,
         node: &NodeName,
-        key: CallKey,
-        party: usize,
+        transferor: (CallKey, usize),
         consult: Consult,
         origin: Source,
         out: &mut Vec<Output>,
     ) -> bool {
         if consult.node == *node {
-            self.merge_consult(now, key, party, consult, origin, out);
+            self.merge_consult(now, transferor, consult, origin, out);
             true
         } else {
-            self.link_consult(now, node, key, party, consult, origin, out)
+            self.link_consult(now, node, transferor, consult, origin, out)
         }
     }
 
@@ -185,8 +184,7 @@ impl Engine {
     fn merge_consult(
         &mut self,
         now: Millis,
-        key: CallKey,
-        party: usize,
+        (key, party): (CallKey, usize),
         consult: Consult,
         origin: Source,
         out: &mut Vec<Output>,
@@ -215,13 +213,11 @@ impl Engine {
     /// Another node: a link leg is dialed from this node through the trunk to the consult call's node,
     /// where it arrives with a token for an extension and takes R's place; here it takes the
     /// transferer's. False if no trunk leads there.
-    #[allow(clippy::too_many_arguments)]
     fn link_consult(
         &mut self,
         now: Millis,
         node: &NodeName,
-        key: CallKey,
-        party: usize,
+        (key, party): (CallKey, usize),
         consult: Consult,
         origin: Source,
         out: &mut Vec<Output>,

@@ -142,6 +142,10 @@ pub struct Call {
     pub(super) phone_hold: [bool; 2],
     /// The transfer in progress reports to no phone: the API joined two calls, no REFER awaits NOTIFYs.
     pub(super) quiet: bool,
+    /// Who the channels this call dialed are, as another phone should be shown them: the user part of
+    /// their dial string (`bob` for `PJSIP/bob`). Asterisk gives a dialed channel no caller id of its own
+    /// (its caller field is the caller's), so a target dialed on behalf of one is shown this instead.
+    dialed_identity: std::collections::HashMap<String, String>,
 }
 
 impl Call {
@@ -178,6 +182,7 @@ impl Call {
             held: [false; 2],
             phone_hold: [false; 2],
             quiet: false,
+            dialed_identity: Default::default(),
         }
     }
 
@@ -387,7 +392,7 @@ impl Call {
     /// of party `on_behalf_of`. It is dialed once it is in the app (its StasisStart): `channels/create`
     /// answers before that, and a dial that comes first fails with 409 "Channel not in Stasis application".
     pub(super) fn create(
-        &self,
+        &mut self,
         channel: String,
         (dial, extra): (&str, &[(String, String)]),
         on_behalf_of: usize,
@@ -398,7 +403,16 @@ impl Call {
         } else {
             vec![]
         };
+        // Shown to the new channel's phone: the party it is dialed for. A party the app dialed itself is
+        // shown by its identity (the dial that follows passes no caller, which would overwrite it).
+        if let Some(identity) = self.dialed_identity.get(&self.parties[on_behalf_of]) {
+            variables.push(("CONNECTEDLINE(num)".to_owned(), identity.clone()));
+            variables.push(("CONNECTEDLINE(name)".to_owned(), identity.clone()));
+        }
         variables.extend(extra.iter().cloned());
+        if let Some(identity) = identity_of_dial(dial) {
+            self.dialed_identity.insert(channel.clone(), identity);
+        }
         fx.request(
             self,
             AriRequest::CreateChannel {
@@ -420,7 +434,8 @@ impl Call {
             self,
             AriRequest::Dial {
                 channel: channel.to_owned(),
-                caller: Some(self.parties[on_behalf_of].clone()),
+                caller: Some(self.parties[on_behalf_of].clone())
+                    .filter(|party| !self.dialed_identity.contains_key(party)),
                 timeout_secs: safety_net,
             },
         );
@@ -749,6 +764,18 @@ impl Call {
             Phase::Connected | Phase::Threeway { .. } => {}
         }
     }
+}
+
+/// The identity a dialed channel is shown by: the user part of a PJSIP dial string (`PJSIP/bob`,
+/// `PJSIP/2600@trunk`, `PJSIP/trunk/sip:bob@host` give `bob`, `2600`, `bob`).
+fn identity_of_dial(dial: &str) -> Option<String> {
+    let rest = dial.strip_prefix("PJSIP/")?;
+    let user = match rest.split_once('/') {
+        Some((_, uri)) => uri.trim_start_matches("sip:").split('@').next()?,
+        None => rest.split('@').next()?,
+    };
+    let user = user.split('&').next()?;
+    (!user.is_empty()).then(|| user.to_owned())
 }
 
 /// The cause a failed Dial status implies (the callee's own hangup cause is preferred when it has one).

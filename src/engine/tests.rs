@@ -100,6 +100,22 @@ fn ended(outputs: &[Output]) -> bool {
         .any(|o| matches!(o, Output::CallEnded { .. }))
 }
 
+/// The channel variables and the dial's caller of a channel the app creates on behalf of `party`: the callee
+/// the app dialed (`t-1-b`, bob) is shown by its identity (CONNECTEDLINE), with no caller on the dial (which
+/// would copy bob's caller field, the caller's); any other party is the dial's caller.
+fn on_behalf_of(party: &str) -> (Vec<(String, String)>, Option<String>) {
+    let mut variables = vec![(
+        "PJSIP_TRANSFER_HANDLING()".to_owned(),
+        "ari-only".to_owned(),
+    )];
+    if party == "t-1-b" {
+        variables.push(("CONNECTEDLINE(num)".into(), "bob".into()));
+        variables.push(("CONNECTEDLINE(name)".into(), "bob".into()));
+        return (variables, None);
+    }
+    (variables, Some(party.to_owned()))
+}
+
 fn hangup(channel: &str, cause: HangupCause) -> AriRequest {
     AriRequest::Hangup {
         channel: channel.into(),

@@ -342,7 +342,7 @@ impl Call {
     /// Creates `channel` towards `dial` for party `on_behalf_of`, ringing at most `timeout`; gives the
     /// deadline.
     pub(super) fn ring(
-        &self,
+        &mut self,
         channel: String,
         dial: (&str, &[(String, String)]),
         on_behalf_of: usize,

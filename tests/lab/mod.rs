@@ -285,6 +285,22 @@ pub async fn wait_for_bridge(node: &Node, prefixes: &[&str]) -> Vec<String> {
     .await
 }
 
+/// `parties` (channel name prefixes) talk in one bridge, and `listener` hears the call again, no music
+/// and no tone (its write format is the call's codec, `ulaw`).
+pub async fn talking(node: &Node, parties: &[&str], listener: &str) {
+    wait_for_bridge(node, parties).await;
+    wait_for_write_format(node, listener, "ulaw").await;
+}
+
+/// The end of a test: every phone's scenario passed (each got the BYE it expects or sent its own), and
+/// nothing is left in the node.
+pub async fn ends(node: &Node, phones: Vec<Phone>) {
+    for phone in phones {
+        phone.expect_success().await;
+    }
+    assert_nothing_left(node).await;
+}
+
 /// After a test: no channel and no bridge is left in the node (allowing a few seconds for hangups).
 pub async fn assert_nothing_left(node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -676,6 +692,20 @@ impl Phone {
     pub fn trace_text(&self) -> String {
         std::fs::read_to_string(&self.trace).unwrap_or_default()
     }
+}
+
+/// The `From:` header of the first INVITE a phone received: who it was shown as calling.
+pub fn invite_from(phone: &Phone) -> String {
+    let trace = phone.trace_text();
+    let invite = trace
+        .find("\nINVITE sip:")
+        .map(|at| &trace[at..])
+        .unwrap_or_default();
+    invite
+        .lines()
+        .find(|l| l.starts_with("From:"))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// What a transferring phone hears: NOTIFY 100 at once, then the outcome.

@@ -663,10 +663,19 @@ fn an_api_transfers_variables_are_set_on_the_targets_channel() {
         });
         assert_eq!(
             variables,
-            Some(vec![
-                ("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into()),
-                ("TICKET".into(), "4711".into())
-            ]),
+            Some(
+                // Attended: dialed for the transferor (the caller); blind: for the transferee (bob).
+                [
+                    on_behalf_of(if kind == TransferKind::Blind {
+                        TRANSFEREE
+                    } else {
+                        CALLER
+                    })
+                    .0,
+                    vec![("TICKET".into(), "4711".into())]
+                ]
+                .concat()
+            ),
             "{kind:?}"
         );
     }

@@ -92,7 +92,7 @@ fn linked() -> Engine {
                     endpoint: format!("PJSIP/{TOKEN}@node2"),
                     app_args: DIALED_LEG_ARG.into(),
                     originator: Some(TRANSFEREE.into()),
-                    variables: vec![(TRANSFER_HANDLING_VAR.into(), "ari-only".into())],
+                    variables: on_behalf_of(TRANSFEREE).0,
                 }
             ),
         ]
@@ -104,7 +104,7 @@ fn linked() -> Engine {
             NODE,
             AriRequest::Dial {
                 channel: LINK1.into(),
-                caller: Some(TRANSFEREE.into()),
+                caller: on_behalf_of(TRANSFEREE).1,
                 timeout_secs: 35
             }
         )]

@@ -216,7 +216,8 @@ fn d3_the_target_fails_after_the_transferor_left_calls_the_transferor_back_then_
             endpoint: "PJSIP/alice".into(),
             app_args: DIALED_LEG_ARG.into(),
             originator: Some(TRANSFEREE.into()),
-            variables: vec![(TRANSFER_HANDLING_VAR.into(), "ari-only".into())],
+            // The transferor's phone is shown who it is called back for: bob.
+            variables: on_behalf_of(TRANSFEREE).0,
         }]
     );
     // It rings out (the ring timeout is 30 s); after the pause, the last try.

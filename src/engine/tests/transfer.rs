@@ -88,6 +88,7 @@ fn blind_pending(source: &str) -> Engine {
     let (mut engine, _) = connected();
     let out = engine.handle(1_000, blind_refer(source, "carol"));
     let transferee = if source == CALLER { TRANSFEREE } else { CALLER };
+    let (variables, caller) = on_behalf_of(transferee);
     assert_eq!(
         requests(&out),
         vec![
@@ -106,7 +107,7 @@ fn blind_pending(source: &str) -> Engine {
                 endpoint: "PJSIP/carol".into(),
                 app_args: "dialed".into(),
                 originator: Some(transferee.into()),
-                variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+                variables,
             },
         ]
     );
@@ -116,7 +117,7 @@ fn blind_pending(source: &str) -> Engine {
         requests(&out),
         vec![AriRequest::Dial {
             channel: TARGET.into(),
-            caller: Some(transferee.into()),
+            caller,
             timeout_secs: 35
         }]
     );
@@ -300,7 +301,7 @@ fn recall_created() -> AriRequest {
         endpoint: "PJSIP/alice".into(),
         app_args: "dialed".into(),
         originator: Some(TRANSFEREE.into()),
-        variables: vec![("PJSIP_TRANSFER_HANDLING()".into(), "ari-only".into())],
+        variables: on_behalf_of(TRANSFEREE).0,
     }
 }
 
@@ -318,7 +319,7 @@ fn recalling() -> Engine {
         requests(&out),
         vec![AriRequest::Dial {
             channel: RECALL.into(),
-            caller: Some(TRANSFEREE.into()),
+            caller: on_behalf_of(TRANSFEREE).1,
             timeout_secs: 35
         }]
     );
