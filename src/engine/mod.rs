@@ -225,6 +225,12 @@ impl Accounts {
     }
 }
 
+/// How the extensions of an instance's link legs begin (letters and digits only: the dialplan's pattern
+/// takes nothing else).
+pub(crate) fn link_prefix(instance: &str) -> String {
+    format!("xfer{instance}n")
+}
+
 /// The dial string for `exten` by the first route that matches it.
 pub(crate) fn route(config: &EngineConfig, exten: &str) -> Option<String> {
     config
@@ -339,7 +345,7 @@ impl Engine {
             next_key: 1,
             retried: HashSet::new(),
             links: HashMap::new(),
-            link_prefix: format!("xfer{}n", config.instance),
+            link_prefix: link_prefix(&config.instance),
             strays: Vec::new(),
             unfenced: HashSet::new(),
             transfers: api::TransferLog::default(),

@@ -410,7 +410,9 @@ impl Call {
             variables.push(("CONNECTEDLINE(name)".to_owned(), identity.clone()));
         }
         variables.extend(extra.iter().cloned());
-        if let Some(identity) = identity_of_dial(dial) {
+        // A link leg's dial names a token, not a party: whoever answers it is shown by Asterisk.
+        let link = super::link_prefix(&fx.config.instance);
+        if let Some(identity) = identity_of_dial(dial).filter(|i| !i.starts_with(&link)) {
             self.dialed_identity.insert(channel.clone(), identity);
         }
         fx.request(
@@ -786,5 +788,25 @@ fn dial_failure_cause(dialstatus: &str) -> Option<HangupCause> {
         "CONGESTION" => Some(HangupCause::CONGESTION),
         "CHANUNAVAIL" => Some(HangupCause::SUBSCRIBER_ABSENT),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::identity_of_dial;
+
+    #[test]
+    fn a_dialed_channel_is_shown_by_its_dial_strings_user() {
+        assert_eq!(identity_of_dial("PJSIP/bob").as_deref(), Some("bob"));
+        assert_eq!(
+            identity_of_dial("PJSIP/2600@trunk").as_deref(),
+            Some("2600")
+        );
+        assert_eq!(
+            identity_of_dial("PJSIP/trunk/sip:bob@host").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(identity_of_dial("Local/100@ctx"), None);
+        assert_eq!(identity_of_dial("PJSIP/"), None);
     }
 }
