@@ -204,6 +204,22 @@ fn respond((status, body): (StatusCode, Value)) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Like [`run`] for a command the token's scope already passed, once per `Idempotency-Key` on `route`.
+async fn run_once(
+    api: &Api,
+    headers: &HeaderMap,
+    (scope, route): (Scope, &str),
+    command: Command,
+    ok: StatusCode,
+) -> Response {
+    respond(
+        idempotent(api, headers, &scope, route, async {
+            answer(api.ask(scope.clone(), command).await, ok)
+        })
+        .await,
+    )
+}
+
 async fn run(api: &Api, headers: &HeaderMap, command: Command, ok: StatusCode) -> Response {
     match scope(api, headers) {
         Ok(scope) => respond(answer(api.ask(scope, command).await, ok)),
@@ -293,15 +309,14 @@ async fn hold(
         moh: body.moh,
     };
     let route = format!("hold {call_id}");
-    respond(
-        idempotent(&api, &headers, &scope, &route, async {
-            answer(
-                api.ask(scope.clone(), command).await,
-                StatusCode::NO_CONTENT,
-            )
-        })
-        .await,
+    run_once(
+        &api,
+        &headers,
+        (scope, &route),
+        command,
+        StatusCode::NO_CONTENT,
     )
+    .await
 }
 
 /// Takes that leg off hold: the music stops and it is back in the conversation.
@@ -341,13 +356,15 @@ async fn create_transfer(State(api): State<Api>, headers: HeaderMap, body: Bytes
         Ok(spec) => spec,
         Err(failure) => return failure.into_response(),
     };
-    respond(
-        idempotent(&api, &headers, &scope, "transfers", async {
-            let reply = api.ask(scope.clone(), Command::StartTransfer(spec)).await;
-            answer(reply, StatusCode::CREATED)
-        })
-        .await,
+    let command = Command::StartTransfer(spec);
+    run_once(
+        &api,
+        &headers,
+        (scope, "transfers"),
+        command,
+        StatusCode::CREATED,
     )
+    .await
 }
 
 /// The transfers of the token's account: in progress, and the last ones that ended.
@@ -406,14 +423,6 @@ async fn complete_transfer(
         Err(failure) => return failure.into_response(),
     };
     let route = format!("complete {id}");
-    respond(
-        idempotent(&api, &headers, &scope, &route, async {
-            answer(
-                api.ask(scope.clone(), Command::CompleteTransfer { id })
-                    .await,
-                StatusCode::OK,
-            )
-        })
-        .await,
-    )
+    let command = Command::CompleteTransfer { id };
+    run_once(&api, &headers, (scope, &route), command, StatusCode::OK).await
 }
