@@ -308,6 +308,7 @@ async fn cancelled(test: &str, answers: bool) {
         wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
     } else {
         lab.bob_held_alice_hears_ringback().await;
+        lab::ringing(&lab.node, CAROL).await;
     }
     let (status, done) = lab
         .acme(
@@ -461,6 +462,7 @@ async fn p2_a_phone_started_blind_transfer_is_listed_and_cancelling_it_tells_the
         (&json!("refer"), &json!("blind"))
     );
     wait_for_bridge(&lab.node, &[BOB]).await;
+    lab::ringing(&lab.node, CAROL).await;
     let path = format!("/v1/transfers/{}", transfer["id"].as_str().unwrap());
     let (status, done) = lab.acme(reqwest::Method::DELETE, &path, None).await;
     assert_eq!(

@@ -152,6 +152,23 @@ async fn channel_field(node: &Node, prefix: &str, field: &str) -> String {
     .await
 }
 
+/// Waits until the channel named `prefix`... is ringing: its phone answered the INVITE with 180, so a
+/// CANCEL from now on reaches a phone that saw the call.
+pub async fn ringing(node: &Node, prefix: &str) {
+    let what = format!("{prefix}... to ring");
+    eventually(Duration::from_secs(10), &what, || async {
+        let channels = ari_get(node, "/channels").await;
+        channels
+            .as_array()?
+            .iter()
+            .any(|c| {
+                c["name"].as_str().is_some_and(|n| n.starts_with(prefix)) && c["state"] == "Ringing"
+            })
+            .then_some(())
+    })
+    .await
+}
+
 /// Waits until Asterisk writes `format` to the channel named `prefix`... (see [`write_format`]).
 pub async fn wait_for_write_format(node: &Node, prefix: &str, format: &str) {
     let name = channel_named(node, prefix).await;
@@ -653,9 +670,10 @@ impl Phone {
             .unwrap();
         assert!(
             status.success(),
-            "{} failed ({status}); log: {:?}; SIP trace:\n{}",
+            "{} failed ({status}); log: {:?}; SIPp said: {}; SIP trace:\n{}",
             self.name,
             self.logged(),
+            self.complaints(),
             self.trace_text()
         );
         self.notifies()
@@ -691,6 +709,15 @@ impl Phone {
     /// The SIP messages the phone sent and received so far.
     pub fn trace_text(&self) -> String {
         std::fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+
+    /// What SIPp wrote to stderr and its error log (a timeout, a message it did not expect).
+    fn complaints(&self) -> String {
+        let read = |suffix: &str| {
+            let path = self.trace.with_file_name(format!("{}{suffix}", self.name));
+            std::fs::read_to_string(path).unwrap_or_default()
+        };
+        format!("{}{}", read(".stderr"), read(".errors.log"))
     }
 }
 
