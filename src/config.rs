@@ -50,6 +50,18 @@
 //! token_envs = ["ACME_TOKEN"]          # each names an environment variable holding one token
 //! endpoints = ["alice", "bob"]         # calls from or to these PJSIP endpoints are the account's
 //! [accounts.metaflows]                 # the account's feature codes (same keys as [metaflows])
+//! [[accounts.webhooks]]                # each receives the account's events (Standard Webhooks)
+//! url = "https://hooks.example.com/ari" # http or https only
+//! secret_env = "ACME_WEBHOOK_SECRET"   # the signing secret (whsec_<base64>, or any string)
+//! types = ["transfer.*", "hold.ok"]    # optional: only these event types (a trailing * is a prefix)
+//! timeout = 10                         # seconds per attempt
+//! retry_base = 5                       # seconds before the first retry; doubles each time, with jitter
+//! retry_max = 3600                     # the longest wait between two attempts
+//! attempts = 8                         # attempts per event before the receiver is paused
+//!
+//! [events]
+//! keep = 10000                         # events kept for Last-Event-ID replay (and the console)
+//! client_buffer = 1024                 # events an SSE client may lag behind before it is dropped
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -105,6 +117,67 @@ struct File {
     api: ApiFile,
     #[serde(default)]
     accounts: Vec<AccountFile>,
+    #[serde(default)]
+    events: EventsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsFile {
+    #[serde(default = "default_keep")]
+    keep: usize,
+    #[serde(default = "default_client_buffer")]
+    client_buffer: usize,
+}
+
+impl Default for EventsFile {
+    fn default() -> Self {
+        EventsFile {
+            keep: default_keep(),
+            client_buffer: default_client_buffer(),
+        }
+    }
+}
+
+fn default_keep() -> usize {
+    10_000
+}
+
+fn default_client_buffer() -> usize {
+    1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookFile {
+    url: String,
+    secret_env: String,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default = "default_webhook_timeout")]
+    timeout: f64,
+    #[serde(default = "default_retry_base")]
+    retry_base: f64,
+    #[serde(default = "default_retry_max")]
+    retry_max: f64,
+    #[serde(default = "default_attempts")]
+    attempts: u32,
+}
+
+fn default_webhook_timeout() -> f64 {
+    10.0
+}
+
+fn default_retry_base() -> f64 {
+    5.0
+}
+
+fn default_retry_max() -> f64 {
+    3600.0
+}
+
+fn default_attempts() -> u32 {
+    8
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +212,8 @@ struct AccountFile {
     #[serde(default)]
     endpoints: Vec<String>,
     metaflows: Option<MetaflowsFile>,
+    #[serde(default)]
+    webhooks: Vec<WebhookFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +413,10 @@ pub struct Config {
     pub admin_token_env: Option<String>,
     /// The channel variable the dialplan sets to name a call's account.
     pub account_variable: String,
+    /// How many events are kept for replay.
+    pub events_keep: usize,
+    /// How far an SSE client may lag behind before it is dropped.
+    pub events_client_buffer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +427,34 @@ pub struct AccountConfig {
     pub token_envs: Vec<String>,
     /// PJSIP endpoint names: a call from or to one of them is the account's.
     pub endpoints: Vec<String>,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A receiver of an account's events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: Url,
+    /// The environment variable holding the signing secret.
+    pub secret_env: String,
+    /// Event types it wants (`transfer.*` is a prefix); empty: all.
+    pub types: Vec<String>,
+    pub timeout: std::time::Duration,
+    pub retry_base: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    pub attempts: u32,
+}
+
+impl WebhookConfig {
+    /// The signing secret, read from the environment.
+    pub fn secret(&self) -> Result<String, String> {
+        match std::env::var(&self.secret_env) {
+            Ok(secret) if !secret.is_empty() => Ok(secret),
+            _ => Err(format!(
+                "webhook {}: the environment variable {} (its signing secret) is not set",
+                self.url, self.secret_env
+            )),
+        }
+    }
 }
 
 /// Every API token, read from the environment: a token and the account it opens (`None`: the admin token).
@@ -536,6 +643,15 @@ impl Config {
         }
         let (accounts, account_metaflows) =
             accounts(&file.accounts, &file.api).map_err(|(key, message)| err(key, message))?;
+        for (field, value) in [
+            ("keep", file.events.keep),
+            ("client_buffer", file.events.client_buffer),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                let message = "must be between 1 and 1000000".into();
+                return Err(err(format!("events.{field}"), message));
+            }
+        }
         let mut metaflows = match &file.metaflows {
             None => MetaflowConfig::default(),
             Some(flows) => metaflow_config(flows).map_err(|(key, message)| err(key, message))?,
@@ -554,6 +670,8 @@ impl Config {
             accounts,
             admin_token_env: file.api.admin_token_env,
             account_variable: file.api.account_variable,
+            events_keep: file.events.keep,
+            events_client_buffer: file.events.client_buffer,
         })
     }
 }
@@ -631,9 +749,64 @@ fn accounts(
             },
             token_envs: file.token_envs.clone(),
             endpoints: file.endpoints.clone(),
+            webhooks: file
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(j, hook)| webhook(hook, &key(&format!("webhooks[{j}]"))))
+                .collect::<Result<_, _>>()?,
         });
     }
     Ok((accounts, metaflows))
+}
+
+/// A webhook receiver, validated: an http(s) URL, a secret's variable, sane timings.
+fn webhook(file: &WebhookFile, key: &str) -> Result<WebhookConfig, KeyError> {
+    let at = |field: &str| format!("{key}.{field}");
+    let url = Url::parse(&file.url).map_err(|e| (at("url"), format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err((at("url"), "must be an http:// or https:// URL".into()));
+    }
+    if !is_identifier(&file.secret_env, false) {
+        let message = format!("'{}' is not an environment variable name", file.secret_env);
+        return Err((at("secret_env"), message));
+    }
+    for (j, kind) in file.types.iter().enumerate() {
+        let known = match kind.strip_suffix('*') {
+            Some(prefix) => crate::engine::events::EventKind::ALL
+                .iter()
+                .any(|k| k.as_str().starts_with(prefix)),
+            None => crate::engine::events::EventKind::named(kind).is_some(),
+        };
+        if !known {
+            let message = format!("'{kind}' is no event type (see the README's event list)");
+            return Err((at(&format!("types[{j}]")), message));
+        }
+    }
+    let seconds = |field: &str, value: f64, max: f64| {
+        if value.is_finite() && value > 0.0 && value <= max {
+            Ok(std::time::Duration::from_secs_f64(value))
+        } else {
+            Err((at(field), format!("must be between 0 and {max} seconds")))
+        }
+    };
+    let retry_base = seconds("retry_base", file.retry_base, 86_400.0)?;
+    let retry_max = seconds("retry_max", file.retry_max, 86_400.0)?;
+    if retry_max < retry_base {
+        return Err((at("retry_max"), "must not be less than retry_base".into()));
+    }
+    if !(1..=100).contains(&file.attempts) {
+        return Err((at("attempts"), "must be between 1 and 100".into()));
+    }
+    Ok(WebhookConfig {
+        url,
+        secret_env: file.secret_env.clone(),
+        types: file.types.clone(),
+        timeout: seconds("timeout", file.timeout, 300.0)?,
+        retry_base,
+        retry_max,
+        attempts: file.attempts,
+    })
 }
 
 /// The default set and the per-endpoint ones.
@@ -986,6 +1159,52 @@ endpoints = ["carol"]
             error_of(&format!("{GOOD}{same_id}")),
             "test.toml: accounts[1].id: 'acme' is used twice"
         );
+    }
+
+    #[test]
+    fn webhooks_are_http_urls_with_a_secret_variable_and_known_types() {
+        let hooks = r#"
+[events]
+keep = 500
+[[accounts]]
+id = "acme"
+[[accounts.webhooks]]
+url = "https://hooks.example.com/ari"
+secret_env = "ACME_HOOK_SECRET"
+types = ["transfer.*", "hold.ok"]
+retry_base = 0.2
+"#;
+        let config = Config::parse(&format!("{GOOD}{hooks}"), "test.toml").unwrap();
+        let hook = &config.accounts[0].webhooks[0];
+        assert_eq!(hook.url.as_str(), "https://hooks.example.com/ari");
+        assert_eq!(hook.retry_base, std::time::Duration::from_millis(200));
+        assert_eq!((hook.attempts, config.events_keep), (8, 500));
+        let cases = [
+            (
+                "https://hooks.example.com/ari",
+                "file:///etc/passwd",
+                "accounts[0].webhooks[0].url: must be an http:// or https:// URL",
+            ),
+            (
+                "\"hold.ok\"",
+                "\"hold.maybe\"",
+                "accounts[0].webhooks[0].types[1]: 'hold.maybe' is no event type (see the README's event list)",
+            ),
+            (
+                "retry_base = 0.2",
+                "retry_base = 0",
+                "accounts[0].webhooks[0].retry_base: must be between 0 and 86400 seconds",
+            ),
+            (
+                "keep = 500",
+                "keep = 0",
+                "events.keep: must be between 1 and 1000000",
+            ),
+        ];
+        for (from, to, error) in cases {
+            let text = format!("{GOOD}{}", hooks.replace(from, to));
+            assert_eq!(error_of(&text), format!("test.toml: {error}"));
+        }
     }
 
     #[test]

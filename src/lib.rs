@@ -9,8 +9,11 @@
 //!   re-sync, a failed request, the time) and returns the requests to make. No I/O, no clock, no tasks.
 //! * [`runtime`]: the IO shell. One loop feeds the engine and hands its requests to per-call lanes that run
 //!   them in order against the right node.
-//! * [`http`]: health and readiness endpoints, and the HTTP API (`/v1`, the Kazoo route, OpenAPI), which
-//!   parses, authenticates and hands commands to the engine through the runtime loop.
+//! * [`http`]: health and readiness endpoints, and the HTTP API (`/v1`, the Kazoo route, OpenAPI, the
+//!   event stream, the web console), which parses, authenticates and hands commands to the engine
+//!   through the runtime loop.
+//! * [`events`]: delivers the events the engine decides ([`engine::events`]): numbered and kept for
+//!   replay, streamed to SSE clients, posted to signed webhooks.
 //! * [`config`]: the TOML file, validated once at start.
 //! * [`backoff`]: reconnect delays.
 
@@ -18,5 +21,6 @@ pub mod ari;
 pub mod backoff;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod http;
 pub mod runtime;

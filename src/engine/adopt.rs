@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use crate::ari::models::{Bridge, Channel};
 use crate::ari::request::{AriRequest, HangupCause, TransferProgress};
 
+use super::api::Note;
 use super::routing::{Call, Flow};
 use super::timers::TimerKind;
 use super::{CallKey, Engine, Millis, NodeName, Output, DIALED_LEG_ARG};
@@ -153,6 +154,7 @@ impl Engine {
             })
             .collect();
         self.with_call(now, key, out, |call, fx| {
+            fx.note(call.key, Note::CallCreated);
             for request in reports {
                 fx.request(call, request);
             }

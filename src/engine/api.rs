@@ -31,6 +31,7 @@ use utoipa::ToSchema;
 
 use crate::ari::request::{AriRequest, HangupCause};
 
+use super::events::{EventKind, Happened, HoldBy, HoldStep};
 use super::konami::KonamiPlan;
 use super::metaflow::TransferFlow;
 use super::routing::{Call, Flow, Leg, Phase};
@@ -255,6 +256,26 @@ pub(crate) enum Note {
     Completed,
     Cancelled,
     Failed(&'static str),
+    /// The call entered the app (or a restart adopted it).
+    CallCreated,
+    /// The callee answered: the call is connected.
+    CallAnswered,
+    /// A step of a hold (`hold`) or an unhold of a party's leg.
+    Hold {
+        channel: String,
+        hold: bool,
+        step: HoldStep,
+        by: HoldBy,
+    },
+}
+
+pub(crate) fn hold_note(channel: &str, hold: bool, step: HoldStep, by: HoldBy) -> Note {
+    Note::Hold {
+        channel: channel.to_owned(),
+        hold,
+        step,
+        by,
+    }
 }
 
 /// Why a transfer's target failed, from its hangup cause.
@@ -277,13 +298,16 @@ const KEPT: usize = 1000;
 pub(super) struct TransferLog {
     records: HashMap<String, (CallKey, TransferView)>,
     active: HashMap<CallKey, String>,
+    /// Each call's latest transfer, for the NOTIFYs that follow its end.
+    latest: HashMap<CallKey, String>,
     ended: VecDeque<String>,
     serial: u64,
 }
 
 impl TransferLog {
-    /// Applies a call's notes: a start creates the record, the first terminal note ends it.
-    pub fn apply(&mut self, instance: &str, call: &Call, note: Note) {
+    /// Applies a call's note: a start creates the record, the first terminal note ends it. What changed
+    /// goes to `happened`; notes about the call itself or its holds go there as they are.
+    pub fn apply(&mut self, instance: &str, call: &Call, note: Note, happened: &mut Vec<Happened>) {
         if let Note::Started {
             source,
             kind,
@@ -291,7 +315,7 @@ impl TransferLog {
             transferor,
         } = note
         {
-            self.end(call.key, TransferStatus::Failed, Some("ended"));
+            self.end(call.key, TransferStatus::Failed, Some("ended"), happened);
             self.serial += 1;
             let id = format!("{instance}-x{}", self.serial);
             let view = TransferView {
@@ -307,7 +331,10 @@ impl TransferLog {
                 node: call.node.to_string(),
                 account: call.account.as_deref().map(str::to_owned),
             };
+            happened.push(Happened::Transfer(EventKind::TransferCreated, view.clone()));
+            happened.push(Happened::Transfer(EventKind::TransferRinging, view.clone()));
             self.records.insert(id.clone(), (call.key, view));
+            self.latest.insert(call.key, id.clone());
             self.active.insert(call.key, id);
             return;
         }
@@ -315,21 +342,48 @@ impl TransferLog {
             Note::Answered => {
                 if let Some(view) = self.active_view(call.key) {
                     view.status = TransferStatus::Answered;
+                    let view = view.clone();
+                    happened.push(Happened::Transfer(EventKind::TransferAnswered, view));
                 }
             }
-            Note::Completed => self.end(call.key, TransferStatus::Completed, None),
-            Note::Cancelled => self.end(call.key, TransferStatus::Cancelled, None),
-            Note::Failed(reason) => self.end(call.key, TransferStatus::Failed, Some(reason)),
+            Note::Completed => self.end(call.key, TransferStatus::Completed, None, happened),
+            Note::Cancelled => self.end(call.key, TransferStatus::Cancelled, None, happened),
+            Note::Failed(reason) => {
+                self.end(call.key, TransferStatus::Failed, Some(reason), happened)
+            }
+            Note::CallCreated => happened.push(Happened::Call(EventKind::CallCreated)),
+            Note::CallAnswered => happened.push(Happened::Call(EventKind::CallAnswered)),
+            Note::Hold {
+                channel,
+                hold,
+                step,
+                by,
+            } => happened.push(Happened::Hold {
+                channel,
+                hold,
+                step,
+                by,
+            }),
             Note::Started { .. } => {}
         }
     }
 
     /// A call whose phase no longer transfers (or that ended) has no transfer in progress: one the notes
     /// did not end is recorded as failed.
-    pub fn settle(&mut self, call: CallKey, transferring: bool) {
+    pub fn settle(&mut self, call: CallKey, transferring: bool, happened: &mut Vec<Happened>) {
         if !transferring {
-            self.end(call, TransferStatus::Failed, Some("hangup"));
+            self.end(call, TransferStatus::Failed, Some("hangup"), happened);
         }
+    }
+
+    /// The id of the call's latest transfer, in progress or not.
+    pub fn latest(&self, call: CallKey) -> Option<&str> {
+        self.latest.get(&call).map(String::as_str)
+    }
+
+    /// The call ended.
+    pub fn forget(&mut self, call: CallKey) {
+        self.latest.remove(&call);
     }
 
     fn active_view(&mut self, call: CallKey) -> Option<&mut TransferView> {
@@ -337,13 +391,25 @@ impl TransferLog {
         self.records.get_mut(id).map(|(_, view)| view)
     }
 
-    fn end(&mut self, call: CallKey, status: TransferStatus, reason: Option<&str>) {
+    fn end(
+        &mut self,
+        call: CallKey,
+        status: TransferStatus,
+        reason: Option<&str>,
+        happened: &mut Vec<Happened>,
+    ) {
         let Some(id) = self.active.remove(&call) else {
             return;
         };
         if let Some((_, view)) = self.records.get_mut(&id) {
             view.status = status;
             view.reason = reason.map(str::to_owned);
+            let kind = match status {
+                TransferStatus::Completed => EventKind::TransferCompleted,
+                TransferStatus::Cancelled => EventKind::TransferCancelled,
+                _ => EventKind::TransferFailed,
+            };
+            happened.push(Happened::Transfer(kind, view.clone()));
         }
         self.ended.push_back(id);
         while self.ended.len() > KEPT {
@@ -696,7 +762,7 @@ impl Engine {
             .ok_or_else(|| ApiError::conflict("cannot_join", "the calls could not be joined"))
     }
 
-    fn call_view(&self, now: Millis, key: CallKey) -> Option<CallView> {
+    pub(super) fn call_view(&self, now: Millis, key: CallKey) -> Option<CallView> {
         let call = self.calls.get(&key)?;
         let leg = |channel: &str, role: &'static str| LegView {
             channel: channel.to_owned(),
@@ -773,7 +839,12 @@ impl Call {
             ));
         }
         self.held[party] = true;
+        self.hold_pending[party] = Some(true);
         let channel = channel.to_owned();
+        fx.note(
+            self.key,
+            hold_note(&channel, true, HoldStep::Start, HoldBy::Api),
+        );
         fx.request(
             self,
             AriRequest::RemoveFromBridge {
@@ -797,7 +868,12 @@ impl Call {
             return Err(ApiError::conflict("not_held", "that leg is not on hold"));
         }
         self.held[party] = false;
+        self.hold_pending[party] = Some(false);
         let channel = channel.to_owned();
+        fx.note(
+            self.key,
+            hold_note(&channel, false, HoldStep::Start, HoldBy::Api),
+        );
         fx.request(
             self,
             AriRequest::StopMoh {
@@ -806,6 +882,61 @@ impl Call {
         );
         self.add_to_bridge(self.bridge.clone(), vec![channel], fx);
         Ok(Flow::Continue)
+    }
+
+    /// A party's leg left or entered the call's bridge: an API hold or unhold waiting for it is done.
+    pub(super) fn on_hold_moved(&mut self, party: usize, entered: bool, fx: &mut super::Effects) {
+        if self.hold_pending[party] == Some(!entered) {
+            self.hold_pending[party] = None;
+            let channel = self.parties[party].clone();
+            fx.note(
+                self.key,
+                hold_note(&channel, !entered, HoldStep::Ok, HoldBy::Api),
+            );
+        }
+    }
+
+    /// A request of an API hold or unhold failed (`None`: the request was none of theirs). A hold that
+    /// failed gives the leg back to the call; an unhold that failed leaves it held, hearing music again,
+    /// rather than in silence out of the bridge.
+    pub(super) fn on_hold_request_failed(
+        &mut self,
+        request: &AriRequest,
+        fx: &mut super::Effects,
+    ) -> Option<Flow> {
+        let (channel, hold) = match request {
+            AriRequest::RemoveFromBridge { channels, .. } => (channels.first()?, true),
+            AriRequest::StartMoh { channel, .. } => (channel, true),
+            AriRequest::AddToBridge { channels, .. } => (channels.first()?, false),
+            _ => return None,
+        };
+        let Some(Leg::Party(party)) = self.leg_of(channel) else {
+            return None;
+        };
+        if self.hold_pending[party] != Some(hold) {
+            return None;
+        }
+        let channel = channel.clone();
+        self.hold_pending[party] = None;
+        self.held[party] = !hold;
+        fx.note(
+            self.key,
+            hold_note(&channel, hold, HoldStep::Fail, HoldBy::Api),
+        );
+        match request {
+            // Still in the bridge; the music queued behind the removal is stopped.
+            AriRequest::RemoveFromBridge { .. } => {
+                fx.request(self, AriRequest::StopMoh { channel });
+            }
+            AriRequest::StartMoh { .. } => {
+                self.add_to_bridge(self.bridge.clone(), vec![channel], fx);
+            }
+            _ => {
+                let class = None;
+                fx.request(self, AriRequest::StartMoh { channel, class });
+            }
+        }
+        Some(Flow::Continue)
     }
 
     /// The party a hold or unhold is for: one of the two of a connected call.

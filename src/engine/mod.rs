@@ -7,6 +7,7 @@
 
 mod adopt;
 pub mod api;
+pub mod events;
 mod index;
 mod konami;
 pub mod metaflow;
@@ -276,6 +277,8 @@ pub enum Output {
     },
     /// The call is over: once its queued requests are done, nothing more will come for it.
     CallEnded { call: CallKey },
+    /// Something apps are told about ([`events`]): delivered, never waited for.
+    Event(events::Event),
 }
 
 /// The side effects of handling one input, collected while the engine's call table is borrowed.
@@ -567,6 +570,7 @@ impl Engine {
         }
         self.calls.insert(key, call);
         self.with_call(now, key, out, |call, fx| {
+            fx.note(call.key, api::Note::CallCreated);
             call.start(&dial, fx);
             Flow::Continue
         });
@@ -648,7 +652,8 @@ impl Engine {
             _ => {
                 tracing::info!(call = %key, channel = %source, "REFER declined: the call is not connected, or already transferring");
                 out.push(report(TransferProgress::Declined));
-                return;
+                let told = [TransferProgress::Progress, TransferProgress::Declined];
+                return self.told(now, key, &source, &told, false, out);
             }
         };
         let destination = &transfer.refer_to.requested_destination;
@@ -656,9 +661,38 @@ impl Engine {
             Some(_) => self.start_attended(now, node, key, party, transfer, out),
             None => self.start_blind(now, key, party, transfer, out),
         };
-        if !started {
+        if started {
+            self.told(now, key, &source, &[TransferProgress::Progress], true, out);
+        } else {
             out.push(report(TransferProgress::Unavailable));
+            let told = [TransferProgress::Progress, TransferProgress::Unavailable];
+            self.told(now, key, &source, &told, false, out);
         }
+    }
+
+    /// The events of NOTIFYs sent to `channel` of call `key` outside of the call's own steps (a REFER's
+    /// first 100, or its refusal); `started`: they are about the transfer the REFER just started.
+    fn told(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        channel: &str,
+        states: &[TransferProgress],
+        started: bool,
+        out: &mut Vec<Output>,
+    ) {
+        let transfer = started
+            .then(|| self.transfers.latest(key).map(str::to_owned))
+            .flatten();
+        let happened = states
+            .iter()
+            .map(|state| events::Happened::Notify {
+                channel: channel.to_owned(),
+                state: *state,
+                transfer: transfer.clone(),
+            })
+            .collect();
+        self.publish(now, key, happened, out);
     }
 
     /// Starts a blind transfer to the REFER's destination, if a route leads there.
@@ -832,6 +866,7 @@ impl Engine {
             return;
         };
         let before = call.channels();
+        let first_output = out.len();
         let mut fx = Effects {
             now,
             config: &self.config,
@@ -842,12 +877,22 @@ impl Engine {
         };
         let flow = f(call, &mut fx);
         let signals = std::mem::take(&mut fx.signals);
+        let mut happened = Vec::new();
         for (key, note) in std::mem::take(&mut fx.notes) {
-            self.transfers.apply(&self.config.instance, call, note);
+            self.transfers
+                .apply(&self.config.instance, call, note, &mut happened);
             debug_assert_eq!(key, call.key);
         }
-        self.transfers
-            .settle(key, flow == Flow::Continue && call.is_transferring());
+        let transferring = flow == Flow::Continue && call.is_transferring();
+        self.transfers.settle(key, transferring, &mut happened);
+        happened.extend(self.notifies(key, &out[first_output..]));
+        if flow == Flow::Ended {
+            happened.push(events::Happened::Call(events::EventKind::CallEnded));
+        }
+        self.publish(now, key, happened, out);
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         let after = match flow {
             Flow::Continue => call.channels(),
             Flow::Ended => Vec::new(),
@@ -864,9 +909,52 @@ impl Engine {
                 call.cancel_timers(&mut self.timers);
             }
             self.links.retain(|_, consult| *consult != key);
+            self.transfers.forget(key);
             out.push(Output::CallEnded { call: key });
         }
         self.deliver_signals(now, signals, out);
+    }
+
+    /// The NOTIFYs a step of call `key` sends to REFERing phones, among its `outputs`.
+    fn notifies(&self, key: CallKey, outputs: &[Output]) -> Vec<events::Happened> {
+        let transfer = self.transfers.latest(key);
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Ari {
+                    call,
+                    request: AriRequest::TransferProgress { channel, state },
+                    ..
+                } if *call == key => Some(events::Happened::Notify {
+                    channel: channel.clone(),
+                    state: *state,
+                    transfer: transfer.map(str::to_owned),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Numbers what happened to call `key` in this step and hands it out as events.
+    fn publish(
+        &mut self,
+        now: Millis,
+        key: CallKey,
+        happened: Vec<events::Happened>,
+        out: &mut Vec<Output>,
+    ) {
+        for what in happened {
+            let (kind, rest) = what.describe(|| self.call_view(now, key));
+            let Some(call) = self.calls.get_mut(&key) else {
+                return;
+            };
+            call.event_seq += 1;
+            out.push(Output::Event(events::Event {
+                kind,
+                account: call.account.as_deref().map(str::to_owned),
+                data: events::numbered(call.id(), call.event_seq, rest),
+            }));
+        }
     }
 
     /// Hands each half of a cross-node transfer what the other half said.

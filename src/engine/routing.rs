@@ -29,6 +29,8 @@ use std::sync::Arc;
 use crate::ari::models::{Channel, Event};
 use crate::ari::request::{AriRequest, HangupCause};
 
+use super::api;
+use super::events::{HoldBy, HoldStep};
 use super::konami::{Konami, KonamiPlan};
 use super::metaflow::{Collector, Metaflows, Module, Press};
 use super::timers::{TimerKind, Timers};
@@ -146,6 +148,11 @@ pub struct Call {
     /// their dial string (`bob` for `PJSIP/bob`). Asterisk gives a dialed channel no caller id of its own
     /// (its caller field is the caller's), so a target dialed on behalf of one is shown this instead.
     dialed_identity: std::collections::HashMap<String, String>,
+    /// How many events the call has had ([`super::events`]): the last one's `seq`.
+    pub(super) event_seq: u64,
+    /// An API hold (`true`) or unhold of a party asked and not yet seen done (the leg leaving, or
+    /// entering, the call's bridge).
+    pub(super) hold_pending: [Option<bool>; 2],
 }
 
 impl Call {
@@ -183,6 +190,8 @@ impl Call {
             phone_hold: [false; 2],
             quiet: false,
             dialed_identity: Default::default(),
+            event_seq: 0,
+            hold_pending: [None; 2],
         }
     }
 
@@ -480,8 +489,27 @@ impl Call {
                 self.on_target_joined(fx)
             }
             Event::ChannelHold(_) | Event::ChannelUnhold(_) => {
+                let hold = matches!(event, Event::ChannelHold(_));
                 if let Leg::Party(party) = leg {
-                    self.phone_hold[party] = matches!(event, Event::ChannelHold(_));
+                    if self.phone_hold[party] != hold {
+                        self.phone_hold[party] = hold;
+                        let channel = self.parties[party].clone();
+                        for step in [HoldStep::Start, HoldStep::Ok] {
+                            fx.note(
+                                self.key,
+                                api::hold_note(&channel, hold, step, HoldBy::Phone),
+                            );
+                        }
+                    }
+                }
+                Flow::Continue
+            }
+            Event::ChannelLeftBridge(e) | Event::ChannelEnteredBridge(e)
+                if e.bridge.id == self.bridge && matches!(leg, Leg::Party(_)) =>
+            {
+                if let Leg::Party(party) = leg {
+                    let entered = matches!(event, Event::ChannelEnteredBridge(_));
+                    self.on_hold_moved(party, entered, fx);
                 }
                 Flow::Continue
             }
@@ -530,6 +558,7 @@ impl Call {
         fx.timers
             .cancel(ring_deadline, self.key, TimerKind::RingTimeout);
         self.phase = Phase::Connected;
+        fx.note(self.key, api::Note::CallAnswered);
         tracing::info!(call = %self.key, "callee answered; bridging");
         fx.request(
             self,
@@ -681,6 +710,9 @@ impl Call {
         status: Option<u16>,
         fx: &mut Effects,
     ) -> Flow {
+        if let Some(flow) = self.on_hold_request_failed(request, fx) {
+            return flow;
+        }
         let cause = match request {
             // A move or bridge the call no longer wants (a transfer has changed the plan since).
             AriRequest::AddToBridge { .. } | AriRequest::CreateBridge { .. }

@@ -4,6 +4,7 @@ mod adopt;
 mod api;
 mod barrier;
 mod cross_node;
+mod events;
 mod konami;
 mod replaces;
 mod transfer;
@@ -89,7 +90,7 @@ fn requests(outputs: &[Output]) -> Vec<AriRequest> {
         .iter()
         .filter_map(|o| match o {
             Output::Ari { request, .. } => Some(request.clone()),
-            Output::CallEnded { .. } => None,
+            Output::CallEnded { .. } | Output::Event(_) => None,
         })
         .collect()
 }

@@ -43,7 +43,8 @@ impl Tokens {
         self.scope_of(presented)
     }
 
-    fn scope_of(&self, token: &str) -> Option<Scope> {
+    /// The scope of a token presented some other way (`?token=` for an event stream).
+    pub fn scope_of(&self, token: &str) -> Option<Scope> {
         if token.is_empty() {
             return None;
         }

@@ -1,10 +1,12 @@
 //! The service's HTTP side: `/healthz`, `/readyz`, the native API under `/v1` ([`v1`]), the
-//! Kazoo-compatible route under `/v2` ([`kazoo`]) and the OpenAPI document ([`openapi`]).
+//! Kazoo-compatible route under `/v2` ([`kazoo`]), the OpenAPI document ([`openapi`]), and the event
+//! stream, webhook list and web console ([`events`]).
 //!
 //! This layer authenticates, parses and serialises; every decision about a call is the engine's. A
 //! command goes to the runtime's loop ([`Commands`]) and comes back as the engine's [`Reply`].
 
 mod auth;
+mod events;
 mod kazoo;
 pub mod openapi;
 mod v1;
@@ -51,6 +53,7 @@ pub struct Api {
     commands: Commands,
     /// Account ids that exist (the Kazoo route names one in its path).
     accounts: Arc<Vec<String>>,
+    events: Arc<crate::events::Hub>,
     idempotency: Arc<Mutex<HashMap<String, Remembered>>>,
 }
 
@@ -66,12 +69,14 @@ impl Api {
         tokens: Tokens,
         accounts: Vec<String>,
         commands: Commands,
+        events: Arc<crate::events::Hub>,
     ) -> Api {
         Api {
             health,
             tokens: Arc::new(tokens),
             commands,
             accounts: Arc::new(accounts),
+            events,
             idempotency: Arc::default(),
         }
     }
@@ -103,6 +108,7 @@ pub fn router(api: Api) -> Router {
         .route("/readyz", get(readyz))
         .merge(v1::routes())
         .merge(kazoo::routes())
+        .merge(events::routes())
         .route("/v1/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

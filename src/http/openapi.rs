@@ -5,16 +5,17 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{kazoo, v1};
+use super::{events, kazoo, v1};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ari-transfer", description = "Call transfers for Asterisk: calls, transfers, hold"),
+    info(title = "ari-transfer", description = "Call transfers for Asterisk: calls, transfers, hold, events"),
     paths(
         v1::list_calls, v1::get_call, v1::hang_up, v1::hold, v1::unhold,
         v1::create_transfer, v1::list_transfers, v1::get_transfer, v1::cancel_transfer,
         v1::complete_transfer,
         kazoo::list_channels, kazoo::get_channel, kazoo::command,
+        events::events, events::webhooks,
     ),
     modifiers(&Tokens),
     security(("token" = []), ("bearer" = [])),

@@ -21,6 +21,8 @@ use crate::ari::client::{AriClient, AriError};
 use crate::ari::stream::{self, NodeSignal};
 use crate::config::Config;
 use crate::engine::{Accounts, Engine, EngineConfig, Input, NodeName, Output};
+use crate::events::webhooks::Webhooks;
+use crate::events::Hub;
 use crate::http::{CommandRequest, Tokens};
 use health::{Health, NodeHealth};
 use lanes::{Failure, Lanes};
@@ -63,7 +65,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http_listen))?;
     let (command_tx, command_rx) = mpsc::channel(256);
     let account_ids = config.accounts.iter().map(|a| a.id.clone()).collect();
-    let api = crate::http::Api::new(health.clone(), tokens, account_ids, command_tx);
+    let instance = instance_tag();
+    let webhooks = Webhooks::start(&config.accounts).map_err(anyhow::Error::msg)?;
+    let events = Arc::new(Hub::new(
+        &instance,
+        config.events_keep,
+        config.events_client_buffer,
+        webhooks,
+    ));
+    let api = crate::http::Api::new(
+        health.clone(),
+        tokens,
+        account_ids,
+        command_tx,
+        events.clone(),
+    );
     let app = crate::http::router(api);
     let mut http_shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -91,7 +107,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
     let engine = Engine::new(EngineConfig {
         app: config.app.clone(),
-        instance: instance_tag(),
+        instance,
         routes: config.routes.clone(),
         ring_timeout: config.ring_timeout,
         recall_transferer: config.recall_transferer,
@@ -109,19 +125,35 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         },
     });
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
-    drive(engine, clients, node_rx, command_rx, health, shutdown).await;
+    let shell = Shell {
+        clients,
+        health,
+        events,
+    };
+    drive(engine, shell, node_rx, command_rx, shutdown).await;
     Ok(())
 }
 
-/// The loop: one input at a time into the engine, its outputs out to the lanes.
+/// Where the engine's outputs go.
+struct Shell {
+    clients: HashMap<NodeName, AriClient>,
+    health: Arc<Health>,
+    events: Arc<Hub>,
+}
+
+/// The loop: one input at a time into the engine, its outputs out to the lanes and the event hub.
 async fn drive(
     mut engine: Engine,
-    clients: HashMap<NodeName, AriClient>,
+    shell: Shell,
     mut node_rx: mpsc::Receiver<(NodeName, NodeSignal)>,
     mut command_rx: mpsc::Receiver<CommandRequest>,
-    health: Arc<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Shell {
+        clients,
+        health,
+        events,
+    } = shell;
     let (failure_tx, mut failure_rx) = mpsc::channel::<Failure>(1024);
     let mut lanes = Lanes::new(clients, failure_tx);
     let start = Instant::now();
@@ -176,6 +208,7 @@ async fn drive(
                     request,
                 } => lanes.submit(call, node, request),
                 Output::CallEnded { call } => lanes.close(call),
+                Output::Event(event) => events.publish(event),
             }
         }
     }

@@ -28,7 +28,7 @@ fn lanes(outputs: &[Output]) -> Vec<(CallKey, AriRequest)> {
         .iter()
         .filter_map(|o| match o {
             Output::Ari { call, request, .. } => Some((*call, request.clone())),
-            Output::CallEnded { .. } => None,
+            Output::CallEnded { .. } | Output::Event(_) => None,
         })
         .collect()
 }

@@ -46,7 +46,7 @@ fn requests_on(outputs: &[Output]) -> Vec<(String, AriRequest)> {
         .iter()
         .filter_map(|o| match o {
             Output::Ari { node, request, .. } => Some((node.to_string(), request.clone())),
-            Output::CallEnded { .. } => None,
+            Output::CallEnded { .. } | Output::Event(_) => None,
         })
         .collect()
 }
