@@ -182,3 +182,28 @@ async fn console() -> impl IntoResponse {
         Html(include_str!("console.html")),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::events::{Event, EventKind};
+    use crate::events::{webhooks::Webhooks, Hub};
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_a_last_event_and_the_end() {
+        let hub = Hub::new("run1", 100, 2, Webhooks::none());
+        let (_, live) = hub.subscribe(None);
+        for _ in 0..5 {
+            hub.publish(Event {
+                kind: EventKind::CallCreated,
+                account: None,
+                data: json!({"call_id": "c1", "seq": 1}),
+            });
+        }
+        let got: Vec<Result<u64, u64>> = follow(live).map(|e| e.map(|e| e.n)).collect().await;
+        // Only 2 could wait for it: it missed 3, is told so, and the stream ends (the hub lives on).
+        assert_eq!(got, [Err(3)]);
+        let last = format!("{:?}", sse(Err(3)));
+        assert!(last.contains("stream.dropped"), "{last}");
+    }
+}
