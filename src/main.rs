@@ -69,6 +69,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             if let Err(note) = config.tokens() {
                 println!("note: {note} here; `run` will need it");
             }
+            for hook in config.accounts.iter().flat_map(|a| &a.webhooks) {
+                if let Err(note) = hook.secret() {
+                    println!("note: {note} here; `run` will need it");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
