@@ -35,6 +35,9 @@ fn parse(args: &[String]) -> Result<Profile, String> {
         refer_barrier: true,
         max_connections: None,
         max_crashes: 3,
+        app_extra: String::new(),
+        app_env: Vec::new(),
+        http_port: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {

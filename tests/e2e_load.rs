@@ -28,6 +28,9 @@ async fn load_burst_of_blind_and_attended_refers_leaves_asterisk_standing() {
         // A small bound: in the burst's busy moments requests queue behind it (and none may fail).
         max_connections: Some(4),
         max_crashes: 1,
+        app_extra: String::new(),
+        app_env: Vec::new(),
+        http_port: None,
     };
     assert_eq!(
         (

@@ -122,7 +122,7 @@ impl Hub {
         let envelope = json!({
             "id": id,
             "type": event.kind.as_str(),
-            "timestamp": humantime::format_rfc3339_millis(now).to_string(),
+            "timestamp": humantime::format_rfc3339_micros(now).to_string(),
             "account_id": event.account,
             "data": event.data,
         });

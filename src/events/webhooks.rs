@@ -357,6 +357,98 @@ mod tests {
         assert_eq!(signing_key("plain").unwrap(), b"plain");
     }
 
+    /// A receiver on loopback that answers `status` to everything; the number of POSTs it got.
+    async fn answering(status: u16) -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = posts.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { axum::http::StatusCode::from_u16(status).unwrap() }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url.parse().unwrap(), posts)
+    }
+
+    fn account(url: url::Url, secret_env: &str) -> AccountConfig {
+        std::env::set_var(secret_env, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        AccountConfig {
+            id: "acme".into(),
+            name: "acme".into(),
+            token_envs: Vec::new(),
+            endpoints: Vec::new(),
+            webhooks: vec![WebhookConfig {
+                url,
+                secret_env: secret_env.into(),
+                retry_base: Duration::from_millis(10),
+                retry_max: Duration::from_millis(50),
+                attempts: 3,
+                ..config()
+            }],
+        }
+    }
+
+    fn stamped(n: u64) -> Arc<Stamped> {
+        Arc::new(Stamped {
+            n,
+            id: format!("run1-{n}"),
+            kind: crate::engine::events::EventKind::CallCreated,
+            account: Some("acme".into()),
+            unix: 0,
+            json: "{}".into(),
+        })
+    }
+
+    async fn state_becomes(hooks: &Webhooks, state: &str) -> WebhookView {
+        for _ in 0..200 {
+            let view = hooks.views(&Scope::Admin).remove(0);
+            if view.status.state == state {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never {state}: {:?}", hooks.views(&Scope::Admin));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_keeps_failing_is_paused_and_keeps_its_events() {
+        let (url, posts) = answering(500).await;
+        let hooks = Webhooks::start(&[account(url, "WEBHOOK_TEST_PAUSED")]).unwrap();
+        hooks.offer(&stamped(1));
+        hooks.offer(&stamped(2));
+        let view = state_becomes(&hooks, "paused").await;
+        assert!(view.status.failed_attempts >= 3, "{view:?}");
+        assert_eq!(view.status.delivered, 0);
+        // The first event is still being tried (every retry_max), the second waits behind it.
+        assert_eq!(view.queued, 1);
+        assert!(view.status.recent.iter().all(|a| a.event_id == "run1-1"));
+        assert_eq!(view.status.last_error.as_deref(), Some("answered 500"));
+        let before = posts.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            posts.load(std::sync::atomic::Ordering::SeqCst) > before,
+            "probed again"
+        );
+        // Another account's scope sees none of it.
+        assert!(hooks.views(&Scope::Account("globex".into())).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_answers_410_is_disabled() {
+        let (url, posts) = answering(410).await;
+        let hooks = Webhooks::start(&[account(url, "WEBHOOK_TEST_GONE")]).unwrap();
+        hooks.offer(&stamped(1));
+        state_becomes(&hooks, "disabled").await;
+        hooks.offer(&stamped(2));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(hooks.views(&Scope::Admin)[0].status.dropped, 1);
+    }
+
     #[test]
     fn retries_back_off_exponentially_with_jitter_up_to_the_maximum() {
         let config = config();

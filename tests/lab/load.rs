@@ -218,10 +218,19 @@ impl App {
     /// Starts the app with `settings` once no earlier app holds the Stasis application on its nodes, and
     /// waits until it is ready.
     pub async fn start(dir: &Path, settings: &AppSettings) -> Result<App, String> {
+        App::start_on(dir, settings, None).await
+    }
+
+    /// [`App::start`] with the HTTP listener on `port` (default: a free one).
+    pub async fn start_on(
+        dir: &Path,
+        settings: &AppSettings,
+        port: Option<u16>,
+    ) -> Result<App, String> {
         for (_, url, _, _) in &settings.nodes {
             wait_application_free(url).await;
         }
-        let http_port = free_tcp_port();
+        let http_port = port.unwrap_or_else(free_tcp_port);
         let config = dir.join("ari-transfer.toml");
         std::fs::write(&config, settings.toml(http_port)).map_err(|e| e.to_string())?;
         let log = dir.join("app.log");
@@ -594,6 +603,11 @@ pub struct Profile {
     pub max_connections: Option<usize>,
     /// After this many Asterisk crashes (each followed by a restart of the node) the run stops.
     pub max_crashes: u32,
+    /// More of the app's config file (e.g. accounts and webhooks), and environment variables for it.
+    pub app_extra: String,
+    pub app_env: Vec<(String, String)>,
+    /// The app's HTTP port (default: a free one), for clients that connect while the run goes.
+    pub http_port: Option<u16>,
 }
 
 /// The phones' timing of a profile, in ms.
@@ -1478,7 +1492,8 @@ pub fn app_settings(node: &Node, profile: &Profile) -> AppSettings {
     settings
         .routes
         .insert(0, (FEATURE_EXTEN.to_owned(), "PJSIP/ftarget".to_owned()));
-    settings.extra = METAFLOWS.to_owned();
+    settings.extra = format!("{METAFLOWS}{}", profile.app_extra);
+    settings.env = profile.app_env.clone();
     settings
 }
 
@@ -1735,7 +1750,7 @@ pub async fn run(node: &LoadNode, profile: &Profile, dir: &Path) -> Result<Repor
     profile.validate()?;
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let timings = profile.timings();
-    let app = App::start(dir, &app_settings(&node.node, profile)).await?;
+    let app = App::start_on(dir, &app_settings(&node.node, profile), profile.http_port).await?;
     let (ticks_per_s, _) = clock_ticks();
     let load_dir = lab::repo().join(OVERLAY);
     let sipp_dir = lab::repo().join("tests/sipp");

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -19,6 +19,8 @@ pub struct Got {
     pub id: String,
     pub kind: String,
     pub envelope: Value,
+    /// When it arrived here.
+    pub at: SystemTime,
 }
 
 impl Got {
@@ -108,7 +110,13 @@ fn parse(block: &str) -> Option<Got> {
         return None;
     }
     let envelope = serde_json::from_str(&data).expect("every event's data is JSON");
-    Some(Got { id, kind, envelope })
+    let at = SystemTime::now();
+    Some(Got {
+        id,
+        kind,
+        envelope,
+        at,
+    })
 }
 
 async fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -130,6 +138,8 @@ pub struct Delivery {
     pub signed: bool,
     pub envelope: Value,
     pub answered: u16,
+    /// When it arrived here.
+    pub at: SystemTime,
 }
 
 /// A webhook receiver on a loopback port: it answers 500 to its first `fail_first` POSTs, then 200.
@@ -181,6 +191,7 @@ impl Receiver {
                     signed,
                     envelope: serde_json::from_str(&body).unwrap_or(Value::Null),
                     answered,
+                    at: SystemTime::now(),
                 });
                 axum::http::StatusCode::from_u16(answered).unwrap()
             }
