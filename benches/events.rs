@@ -104,9 +104,9 @@ fn row(what: &str, n: usize, all: &[Seen], published: &HashSet<String>, span: Du
 
 async fn measure(node: &LoadNode, n: usize) -> Result<Vec<String>, String> {
     let mut receivers = Vec::new();
-    let mut extra = format!(
+    let mut extra = String::from(
         "[api]\nadmin_token_env = \"ADMIN_TOKEN\"\n[[accounts]]\nid = \"load\"\n\
-         endpoints = [\"bcaller\", \"acaller\", \"fcaller\"]\n"
+         endpoints = [\"bcaller\", \"acaller\", \"fcaller\"]\n",
     );
     let mut env = vec![("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned())];
     for i in 0..n {
