@@ -220,6 +220,10 @@ pub struct LegView {
     pub held: bool,
     /// Its phone holds the call itself (a re-INVITE with `sendonly` or `inactive`).
     pub phone_hold: bool,
+    /// Who it is: the caller id name and number it came with (the first caller), or the user its dial
+    /// string names (a leg the app dialed); null when unknown.
+    pub name: Option<String>,
+    pub number: Option<String>,
 }
 
 /// A transfer, whatever started it.
@@ -764,15 +768,20 @@ impl Engine {
 
     pub(super) fn call_view(&self, now: Millis, key: CallKey) -> Option<CallView> {
         let call = self.calls.get(&key)?;
-        let leg = |channel: &str, role: &'static str| LegView {
-            channel: channel.to_owned(),
-            sip_call_id: self
-                .index
-                .call_id_of(&call.node, channel)
-                .map(str::to_owned),
-            role,
-            held: call.is_held_by_api(channel),
-            phone_hold: call.is_held_by_phone(channel),
+        let leg = |channel: &str, role: &'static str| {
+            let (name, number) = call.shown(channel);
+            LegView {
+                channel: channel.to_owned(),
+                sip_call_id: self
+                    .index
+                    .call_id_of(&call.node, channel)
+                    .map(str::to_owned),
+                role,
+                held: call.is_held_by_api(channel),
+                phone_hold: call.is_held_by_phone(channel),
+                name,
+                number,
+            }
         };
         let mut legs = vec![leg(call.party(0), "caller"), leg(call.party(1), "callee")];
         for channel in call.channels().iter().skip(2) {

@@ -20,6 +20,7 @@
 use crate::ari::models::ChannelTransfer;
 
 use super::api::Source;
+use super::events::{EventKind, Happened};
 use super::routing::{Flow, Leg};
 use super::{CallKey, Engine, Millis, NodeName, Output};
 
@@ -194,6 +195,9 @@ impl Engine {
         self.with_call(now, consult.call, out, |call, fx| {
             call.release_transferer(fx)
         });
+        // For apps the consult call ends here: its other party goes on in the transferee's call.
+        let ended = vec![Happened::Call(EventKind::CallEnded)];
+        self.publish(now, consult.call, ended, out);
         let Some(absorbed) = self.calls.remove(&consult.call) else {
             return;
         };
@@ -203,8 +207,10 @@ impl Engine {
         }
         out.push(Output::CallEnded { call: consult.call });
         let newcomer = absorbed.other_party(consult.party).to_owned();
+        let identity = absorbed.identity_of(&newcomer);
         let old_bridge = absorbed.bridge().to_owned();
         self.with_call(now, key, out, |call, fx| {
+            call.remember_identity(&newcomer, identity);
             call.start_attended(party, (consult.replaced, newcomer, old_bridge), origin, fx);
             Flow::Continue
         });

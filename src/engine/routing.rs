@@ -148,6 +148,8 @@ pub struct Call {
     /// their dial string (`bob` for `PJSIP/bob`). Asterisk gives a dialed channel no caller id of its own
     /// (its caller field is the caller's), so a target dialed on behalf of one is shown this instead.
     dialed_identity: std::collections::HashMap<String, String>,
+    /// The caller id the first caller came with.
+    caller_id: crate::ari::models::CallerId,
     /// How many events the call has had ([`super::events`]): the last one's `seq`.
     pub(super) event_seq: u64,
     /// An API hold (`true`) or unhold of a party asked and not yet seen done (the leg leaving, or
@@ -190,6 +192,7 @@ impl Call {
             phone_hold: [false; 2],
             quiet: false,
             dialed_identity: Default::default(),
+            caller_id: caller.caller.clone(),
             event_seq: 0,
             hold_pending: [None; 2],
         }
@@ -229,6 +232,10 @@ impl Call {
     ) -> Call {
         let mut call = Call::new(key, node, caller, base, metaflows);
         call.parties[1] = callee.id.clone();
+        // An earlier run dialed the callee: it is shown by its endpoint, as the run did.
+        if let Some(endpoint) = callee.endpoint() {
+            call.remember_identity(&callee.id, identity_of_dial(&endpoint));
+        }
         call.bridge = bridge.to_owned();
         call.phase = match third {
             Some(third) => Phase::Threeway {
@@ -237,6 +244,30 @@ impl Call {
             None => Phase::Connected,
         };
         call
+    }
+
+    /// Who a leg is, as its caller id shows it: (name, number). The first caller by the caller id it
+    /// came with, a channel the app dialed by its dial string's user; others are unknown.
+    pub fn shown(&self, channel: &str) -> (Option<String>, Option<String>) {
+        let known = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        if channel == self.id {
+            return (known(&self.caller_id.name), known(&self.caller_id.number));
+        }
+        (None, self.dialed_identity.get(channel).cloned())
+    }
+
+    /// What a leg is shown as, if the call knows (it came from another call).
+    pub(super) fn identity_of(&self, channel: &str) -> Option<String> {
+        match self.shown(channel) {
+            (_, Some(number)) => Some(number),
+            (name, None) => name,
+        }
+    }
+
+    pub(super) fn remember_identity(&mut self, channel: &str, identity: Option<String>) {
+        if let Some(identity) = identity {
+            self.dialed_identity.insert(channel.to_owned(), identity);
+        }
     }
 
     /// A fresh prefix for the ids of a transfer's channels and bridges.

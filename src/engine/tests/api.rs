@@ -155,6 +155,13 @@ fn a_call_is_found_by_the_sip_call_id_of_a_leg_and_shows_its_legs() {
                 call.legs[0].sip_call_id.as_deref(),
                 Some(&*format!("{CALLER}@test"))
             );
+            // Who they are: alice's caller id, and bob as the app dialed him (PJSIP/bob).
+            let shown: Vec<(Option<&str>, Option<&str>)> = call
+                .legs
+                .iter()
+                .map(|l| (l.name.as_deref(), l.number.as_deref()))
+                .collect();
+            assert_eq!(shown, [(Some("Alice"), Some("alice")), (None, Some("bob"))]);
         }
         other => panic!("{other:?}"),
     }

@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use super::transfer::{blind_refer, entered_bridge, BRIDGE1, TRANSFEREE};
+use super::transfer::{
+    attended_refer, blind_refer, entered_bridge, BRIDGE1, CONSULT, CONSULTED, TRANSFEREE,
+};
 use super::*;
 use crate::engine::api::{Command, Scope, TransferKind, TransferSpec};
 use crate::engine::events::{Event, EventKind};
@@ -248,6 +250,45 @@ fn p3_an_accounts_calls_carry_its_id() {
     let mut plain = Watched::new();
     plain.handle(0, stasis_start(CALLER, &[]));
     assert_eq!(plain.events[0].account, None);
+}
+
+#[test]
+fn p3_an_attended_refer_ends_the_consult_call_for_apps_and_its_party_keeps_who_it_is() {
+    let mut watched = Watched::connected();
+    watched.handle(200, stasis_start(CONSULT, &["carol"]));
+    watched.handle(300, state_change(CONSULTED, "Up"));
+    watched.kinds();
+    watched.handle(1_000, attended_refer(CALLER, CONSULT, true));
+    let told: Vec<(&str, &Value)> = watched
+        .events
+        .iter()
+        .map(|e| (e.kind.as_str(), &e.data["call_id"]))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("call.ended", &json!(CONSULT)),
+            ("transfer.created", &json!(CALLER)),
+            ("transfer.ringing", &json!(CALLER)),
+            ("transfer.notify", &json!(CALLER)),
+        ]
+    );
+    watched.kinds();
+    watched.handle(1_010, entered_bridge(BRIDGE1, CONSULTED));
+    assert_eq!(watched.kinds(), ["transfer.completed", "transfer.notify"]);
+    // carol, whom the consult call dialed, is still shown as carol in the transferee's call.
+    let (reply, _) = watched.engine.command(
+        1_100,
+        &Scope::Admin,
+        Command::GetCall {
+            call: CALLER.into(),
+        },
+    );
+    let crate::engine::api::Reply::Call(call) = reply else {
+        panic!("{reply:?}");
+    };
+    let carol = call.legs.iter().find(|l| l.channel == CONSULTED).unwrap();
+    assert_eq!(carol.number.as_deref(), Some("carol"));
 }
 
 /// The blind REFER's target.
