@@ -14,6 +14,7 @@
 //!   through the runtime loop.
 //! * [`events`]: delivers the events the engine decides ([`engine::events`]): numbered and kept for
 //!   replay, streamed to SSE clients, posted to signed webhooks.
+//! * [`metrics`]: the Prometheus series of `/metrics`, counted from the engine's events and the IO shell.
 //! * [`config`]: the TOML file, validated once at start.
 //! * [`backoff`]: reconnect delays.
 
@@ -23,4 +24,5 @@ pub mod config;
 pub mod engine;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod runtime;

@@ -68,6 +68,8 @@ endpoints = ["dave"]
         .routes
         .insert(0, ("201".into(), "PJSIP/carol".into()));
     settings.extra = format!("{METAFLOWS}{accounts}");
+    // O1: these runs log JSON; the blind REFER test reads it.
+    settings.json_logs = true;
     settings.env = vec![
         ("ACME_TOKEN".into(), ACME_TOKEN.into()),
         ("GLOBEX_TOKEN".into(), GLOBEX_TOKEN.into()),
@@ -308,6 +310,64 @@ async fn p3_a_blind_refer_reports_its_transfer_and_the_notifies_the_phone_got() 
         (&json!("refer"), &json!("carol"))
     );
     lab::ends(&lab.node, vec![carol, bob]).await;
+
+    // O1: the same transfer in /metrics, counted from the engine's events and the IO shell.
+    let metrics = reqwest::get(format!("{}/metrics", lab.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"ari_transfer_transfers_total{source="refer",flow="blind",outcome="completed"} 1"#,
+        "ari_transfer_refer_final_notify_seconds_count 1",
+        r#"ari_transfer_ari_request_seconds_count{node="node1",request="transfer_progress"} 2"#,
+        r#"ari_transfer_ari_request_seconds_count{node="node1",request="await_session"} 1"#,
+        r#"ari_transfer_events_total{type="transfer.notify"} 2"#,
+        r#"ari_transfer_websocket_connects_total{node="node1"} 1"#,
+        "ari_transfer_calls_in_progress 0",
+        // The flaky receiver's two 500s.
+        r#"ari_transfer_webhook_attempts_total{account="acme",outcome="failed"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in /metrics:\n{metrics}");
+    }
+
+    // O1: every log line is one JSON object; every line about the call names it (and, from the engine,
+    // its node); the transfer's own lines name the transfer; no token or secret is ever written.
+    let log = std::fs::read_to_string(&lab.app.stderr_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let transfer_id = created["transfer"]["id"].as_str().unwrap();
+    let about_calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            let target = l["target"].as_str().unwrap_or_default();
+            target.starts_with("ari_transfer::engine")
+                || target.starts_with("ari_transfer::runtime::lanes")
+        })
+        .collect();
+    assert!(about_calls.len() > 10, "{log}");
+    for line in &about_calls {
+        assert!(line["call"].is_string(), "no call key: {line}");
+        assert!(
+            line["node"].is_string() || line["span"]["node"].is_string(),
+            "no node: {line}"
+        );
+    }
+    let of_transfer: Vec<&&Value> = about_calls
+        .iter()
+        .filter(|l| l["transfer"] == transfer_id)
+        .collect();
+    let messages: Vec<&str> = of_transfer
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(messages, ["transfer created", "transfer over"], "{log}");
+    for secret in [ACME_TOKEN, GLOBEX_TOKEN, lab::ARI_PASSWORD] {
+        assert!(!log.contains(secret), "a secret in the log");
+    }
 }
 
 #[tokio::test]

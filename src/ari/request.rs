@@ -176,6 +176,30 @@ pub enum Method {
 }
 
 impl AriRequest {
+    /// What kind of request it is (`create_channel`, `hangup`...), for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AriRequest::CreateBridge { .. } => "create_bridge",
+            AriRequest::DestroyBridge { .. } => "destroy_bridge",
+            AriRequest::AddToBridge { .. } => "add_to_bridge",
+            AriRequest::RemoveFromBridge { .. } => "remove_from_bridge",
+            AriRequest::PlayOnBridge { .. } => "play_on_bridge",
+            AriRequest::StopPlayback { .. } => "stop_playback",
+            AriRequest::PlayOnChannel { .. } => "play_on_channel",
+            AriRequest::StartMoh { .. } => "start_moh",
+            AriRequest::StopMoh { .. } => "stop_moh",
+            AriRequest::SendDtmf { .. } => "send_dtmf",
+            AriRequest::CreateChannel { .. } => "create_channel",
+            AriRequest::Dial { .. } => "dial",
+            AriRequest::Ring { .. } => "ring",
+            AriRequest::Answer { .. } => "answer",
+            AriRequest::Hangup { .. } => "hangup",
+            AriRequest::SetVariable { .. } => "set_variable",
+            AriRequest::TransferProgress { .. } => "transfer_progress",
+            AriRequest::AwaitSession { .. } => "await_session",
+        }
+    }
+
     /// The channel or bridge this request acts on, for logs.
     pub fn target(&self) -> &str {
         match self {

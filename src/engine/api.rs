@@ -335,6 +335,7 @@ impl TransferLog {
                 node: call.node.to_string(),
                 account: call.account.as_deref().map(str::to_owned),
             };
+            tracing::info!(call = %call.key, transfer = %id, source = ?view.source, kind = ?view.kind, target = %view.target, "transfer created");
             happened.push(Happened::Transfer(EventKind::TransferCreated, view.clone()));
             happened.push(Happened::Transfer(EventKind::TransferRinging, view.clone()));
             self.records.insert(id.clone(), (call.key, view));
@@ -408,6 +409,7 @@ impl TransferLog {
         if let Some((_, view)) = self.records.get_mut(&id) {
             view.status = status;
             view.reason = reason.map(str::to_owned);
+            tracing::info!(%call, transfer = %id, ?status, reason, "transfer over");
             let kind = match status {
                 TransferStatus::Completed => EventKind::TransferCompleted,
                 TransferStatus::Cancelled => EventKind::TransferCancelled,

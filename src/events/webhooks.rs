@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 use super::{Stamped, TypeFilter};
 use crate::config::{AccountConfig, WebhookConfig};
 use crate::engine::api::Scope;
+use crate::metrics::Metrics;
 
 /// Events a receiver may have waiting.
 const QUEUE: usize = 10_000;
@@ -44,6 +45,7 @@ struct Receiver {
     filter: TypeFilter,
     queue: mpsc::Sender<Arc<Stamped>>,
     status: Mutex<Status>,
+    metrics: Arc<Metrics>,
 }
 
 /// A receiver, as the API shows it.
@@ -140,7 +142,7 @@ impl Webhooks {
     }
 
     /// Starts a task for every receiver of `accounts`. Fails on a secret that is unset or malformed.
-    pub fn start(accounts: &[AccountConfig]) -> Result<Webhooks, String> {
+    pub fn start(accounts: &[AccountConfig], metrics: Arc<Metrics>) -> Result<Webhooks, String> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("ari-transfer/", env!("CARGO_PKG_VERSION")))
@@ -163,6 +165,7 @@ impl Webhooks {
                         state: "active",
                         ..Status::default()
                     }),
+                    metrics: metrics.clone(),
                 });
                 tokio::spawn(deliver(receiver.clone(), client.clone(), key, rx));
                 receivers.push(receiver);
@@ -180,7 +183,7 @@ impl Webhooks {
                 continue;
             }
             if receiver.queue.try_send(event.clone()).is_err() {
-                receiver.update(|s| s.dropped += 1);
+                receiver.dropped();
             }
         }
     }
@@ -210,9 +213,16 @@ impl Receiver {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    fn dropped(&self) {
+        self.update(|s| s.dropped += 1);
+        self.metrics.webhook_dropped(&self.account);
+    }
+
     fn record(&self, attempt: Attempt) {
+        let delivered = attempt.status.is_some_and(|c| (200..300).contains(&c));
+        self.metrics.webhook_attempt(&self.account, delivered);
         self.update(|s| {
-            if attempt.status.is_some_and(|c| (200..300).contains(&c)) {
+            if delivered {
                 s.delivered += 1;
                 s.state = "active";
             } else {
@@ -250,7 +260,7 @@ async fn deliver(
                     tracing::warn!(webhook = %receiver.id, "the receiver answered 410 Gone: disabled");
                     rx.close();
                     while rx.recv().await.is_some() {
-                        receiver.update(|s| s.dropped += 1);
+                        receiver.dropped();
                     }
                     return;
                 }
@@ -417,7 +427,8 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_keeps_failing_is_paused_and_keeps_its_events() {
         let (url, posts) = answering(500).await;
-        let hooks = Webhooks::start(&[account(url, "WEBHOOK_TEST_PAUSED")]).unwrap();
+        let hooks =
+            Webhooks::start(&[account(url, "WEBHOOK_TEST_PAUSED")], Arc::default()).unwrap();
         hooks.offer(&stamped(1));
         hooks.offer(&stamped(2));
         let view = state_becomes(&hooks, "paused").await;
@@ -440,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_answers_410_is_disabled() {
         let (url, posts) = answering(410).await;
-        let hooks = Webhooks::start(&[account(url, "WEBHOOK_TEST_GONE")]).unwrap();
+        let hooks = Webhooks::start(&[account(url, "WEBHOOK_TEST_GONE")], Arc::default()).unwrap();
         hooks.offer(&stamped(1));
         state_becomes(&hooks, "disabled").await;
         hooks.offer(&stamped(2));

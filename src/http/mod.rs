@@ -54,6 +54,7 @@ pub struct Api {
     /// Account ids that exist (the Kazoo route names one in its path).
     accounts: Arc<Vec<String>>,
     events: Arc<crate::events::Hub>,
+    metrics: Arc<crate::metrics::Metrics>,
     idempotency: Arc<Mutex<HashMap<String, Remembered>>>,
 }
 
@@ -70,6 +71,7 @@ impl Api {
         accounts: Vec<String>,
         commands: Commands,
         events: Arc<crate::events::Hub>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Api {
         Api {
             health,
@@ -77,6 +79,7 @@ impl Api {
             commands,
             accounts: Arc::new(accounts),
             events,
+            metrics,
             idempotency: Arc::default(),
         }
     }
@@ -106,6 +109,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(v1::routes())
         .merge(kazoo::routes())
         .merge(events::routes())
@@ -124,6 +128,16 @@ async fn readyz(State(api): State<Api>) -> (StatusCode, Json<Value>) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready, "nodes": nodes })))
+}
+
+/// The Prometheus series, in the OpenMetrics text format.
+async fn metrics(State(api): State<Api>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        api.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {

@@ -5,12 +5,15 @@
 //! task fed by a queue, which ends once the engine has said the call is over and its queue is drained.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use crate::ari::client::{AriClient, AriError};
 use crate::ari::request::AriRequest;
 use crate::engine::{CallKey, NodeName};
+use crate::metrics::Metrics;
 
 /// A request that failed, on its way back to the engine.
 #[derive(Debug)]
@@ -25,14 +28,20 @@ pub struct Lanes {
     clients: HashMap<NodeName, AriClient>,
     lanes: HashMap<CallKey, mpsc::UnboundedSender<(NodeName, AriRequest)>>,
     failures: mpsc::Sender<Failure>,
+    metrics: Arc<Metrics>,
 }
 
 impl Lanes {
-    pub fn new(clients: HashMap<NodeName, AriClient>, failures: mpsc::Sender<Failure>) -> Lanes {
+    pub fn new(
+        clients: HashMap<NodeName, AriClient>,
+        failures: mpsc::Sender<Failure>,
+        metrics: Arc<Metrics>,
+    ) -> Lanes {
         Lanes {
             clients,
             lanes: HashMap::new(),
             failures,
+            metrics,
         }
     }
 
@@ -43,7 +52,7 @@ impl Lanes {
                 call,
                 self.clients.clone(),
                 rx,
-                self.failures.clone(),
+                (self.failures.clone(), self.metrics.clone()),
             ));
             tx
         });
@@ -61,7 +70,7 @@ async fn run_lane(
     call: CallKey,
     clients: HashMap<NodeName, AriClient>,
     mut queue: mpsc::UnboundedReceiver<(NodeName, AriRequest)>,
-    failures: mpsc::Sender<Failure>,
+    (failures, metrics): (mpsc::Sender<Failure>, Arc<Metrics>),
 ) {
     while let Some((node, request)) = queue.recv().await {
         let Some(client) = clients.get(&node) else {
@@ -69,7 +78,10 @@ async fn run_lane(
             continue;
         };
         tracing::debug!(%call, node = %node, ?request, "ARI request");
-        if let Err(error) = client.execute(&request).await {
+        let sent = Instant::now();
+        let result = client.execute(&request).await;
+        metrics.ari_request(&node, request.kind(), sent.elapsed(), result.is_err());
+        if let Err(error) = result {
             let failure = Failure {
                 node,
                 call,

@@ -24,6 +24,7 @@ use crate::engine::{Accounts, Engine, EngineConfig, Input, NodeName, Output};
 use crate::events::webhooks::Webhooks;
 use crate::events::Hub;
 use crate::http::{CommandRequest, Tokens};
+use crate::metrics::Metrics;
 use health::{Health, NodeHealth};
 use lanes::{Failure, Lanes};
 
@@ -66,7 +67,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     let (command_tx, command_rx) = mpsc::channel(256);
     let account_ids = config.accounts.iter().map(|a| a.id.clone()).collect();
     let instance = instance_tag();
-    let webhooks = Webhooks::start(&config.accounts).map_err(anyhow::Error::msg)?;
+    let metrics = Arc::new(Metrics::new());
+    let webhooks =
+        Webhooks::start(&config.accounts, metrics.clone()).map_err(anyhow::Error::msg)?;
     let events = Arc::new(Hub::new(
         &instance,
         config.events_keep,
@@ -79,6 +82,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         account_ids,
         command_tx,
         events.clone(),
+        metrics.clone(),
     );
     let app = crate::http::router(api);
     let mut http_shutdown = shutdown.clone();
@@ -129,6 +133,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
         clients,
         health,
         events,
+        metrics,
     };
     drive(engine, shell, node_rx, command_rx, shutdown).await;
     Ok(())
@@ -139,6 +144,7 @@ struct Shell {
     clients: HashMap<NodeName, AriClient>,
     health: Arc<Health>,
     events: Arc<Hub>,
+    metrics: Arc<Metrics>,
 }
 
 /// The loop: one input at a time into the engine, its outputs out to the lanes and the event hub.
@@ -153,9 +159,10 @@ async fn drive(
         clients,
         health,
         events,
+        metrics,
     } = shell;
     let (failure_tx, mut failure_rx) = mpsc::channel::<Failure>(1024);
-    let mut lanes = Lanes::new(clients, failure_tx);
+    let mut lanes = Lanes::new(clients, failure_tx, metrics.clone());
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     // Far enough to never fire; used when the engine has no deadline.
@@ -168,18 +175,22 @@ async fn drive(
         let outputs = tokio::select! {
             signal = node_rx.recv() => {
                 let Some((node, signal)) = signal else { return };
+                // Every line the engine logs for this input carries the node.
+                let span = tracing::info_span!("input", node = %node);
                 let input = match signal {
                     NodeSignal::Event(event) => Input::Event { node, event },
                     NodeSignal::Synced { channels, bridges } => {
+                        metrics.websocket(&node, true);
                         health.set(&node, NodeHealth { connected: true, error: None });
                         Input::NodeSynced { node, channels, bridges }
                     }
                     NodeSignal::Disconnected { reason } => {
+                        metrics.websocket(&node, false);
                         health.set(&node, NodeHealth { connected: false, error: Some(reason) });
                         Input::NodeLost { node }
                     }
                 };
-                engine.handle(now(), input)
+                span.in_scope(|| engine.handle(now(), input))
             }
             Some((scope, command, reply)) = command_rx.recv() => {
                 let (answer, outputs) = engine.command(now(), &scope, command);
@@ -188,6 +199,7 @@ async fn drive(
                 outputs
             }
             Some(failure) = failure_rx.recv() => {
+                let span = tracing::info_span!("input", node = %failure.node);
                 let input = Input::RequestFailed {
                     node: failure.node,
                     call: failure.call,
@@ -195,7 +207,7 @@ async fn drive(
                     message: failure.error.to_string(),
                     request: failure.request,
                 };
-                engine.handle(now(), input)
+                span.in_scope(|| engine.handle(now(), input))
             }
             _ = sleep_until(wake) => engine.handle_timeout(now()),
             _ = shutdown.changed() => return,
@@ -208,9 +220,13 @@ async fn drive(
                     request,
                 } => lanes.submit(call, node, request),
                 Output::CallEnded { call } => lanes.close(call),
-                Output::Event(event) => events.publish(event),
+                Output::Event(event) => {
+                    metrics.event(&event, std::time::Instant::now());
+                    events.publish(event);
+                }
             }
         }
+        metrics.calls(engine.call_count());
     }
 }
 

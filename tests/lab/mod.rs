@@ -373,6 +373,8 @@ pub struct AppSettings {
     pub extra: String,
     /// More environment variables for the app (e.g. API tokens).
     pub env: Vec<(String, String)>,
+    /// `run --log-format json` instead of text.
+    pub json_logs: bool,
 }
 
 impl AppSettings {
@@ -402,6 +404,7 @@ impl AppSettings {
             max_connections: None,
             extra: String::new(),
             env: Vec::new(),
+            json_logs: false,
         }
     }
 
@@ -480,8 +483,9 @@ impl App {
         std::fs::write(&config, settings.toml(http_port)).unwrap();
         let stderr_path = dir.join("app.log");
         let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let format = if settings.json_logs { "json" } else { "text" };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-transfer"))
-            .args(["run", "--config"])
+            .args(["run", "--log-format", format, "--config"])
             .arg(&config)
             .env("ARI_PASSWORD", password)
             .envs(settings.env.iter().map(|(k, v)| (k, v)))
