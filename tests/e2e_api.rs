@@ -105,19 +105,7 @@ impl Setup {
     /// alice calls bob; she presses `digits` 3 s after the answer and hangs up `hangup_after_ms` after
     /// them (0: she waits for the network's BYE). Returns once alice and bob talk, with alice's channel id.
     async fn alice(&self, digits: &str, hangup_after_ms: u32) -> (Phone, String) {
-        let hangup = hangup_after_ms.to_string();
-        let args = [
-            "-set",
-            "digits",
-            digits,
-            "-set",
-            "dtmf_after_ms",
-            "3000",
-            "-set",
-            "hangup_after_ms",
-            &hangup,
-        ];
-        let alice = Phone::caller(&self.dir, &self.node, "dtmf_uac.xml", "bob", &args);
+        let alice = Phone::presses(&self.dir, &self.node, digits, hangup_after_ms);
         wait_for_bridge(&self.node, &[ALICE, BOB]).await;
         let id = channel_id_named(&self.node, ALICE).await;
         (alice, id)

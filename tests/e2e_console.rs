@@ -153,9 +153,7 @@ impl Setup {
     /// `hangup_after_ms` if not 0). Returns both once they talk, with the call's id (alice's channel).
     async fn call(&self, hangup_after_ms: u32) -> (Phone, Phone, String) {
         let bob = Phone::callee(&self.dir, &self.node, "bob", "uas_answer.xml", &[]).await;
-        let hangup = hangup_after_ms.to_string();
-        let args = ["-set", "digits", "", "-set", "hangup_after_ms", &hangup];
-        let alice = Phone::caller(&self.dir, &self.node, "dtmf_uac.xml", "bob", &args);
+        let alice = Phone::presses(&self.dir, &self.node, "", hangup_after_ms);
         wait_for_bridge(&self.node, &[ALICE, BOB]).await;
         let call = channel_id_named(&self.node, ALICE).await;
         (alice, bob, call)

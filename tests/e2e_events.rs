@@ -114,19 +114,7 @@ impl Setup {
 
     /// alice calls bob, presses `digits` 3 s after the answer and hangs up `hangup_after_ms` after them.
     fn alice(&self, digits: &str, hangup_after_ms: u32) -> Phone {
-        let hangup = hangup_after_ms.to_string();
-        let args = [
-            "-set",
-            "digits",
-            digits,
-            "-set",
-            "dtmf_after_ms",
-            "3000",
-            "-set",
-            "hangup_after_ms",
-            &hangup,
-        ];
-        Phone::caller(&self.dir, &self.node, "dtmf_uac.xml", "bob", &args)
+        Phone::presses(&self.dir, &self.node, digits, hangup_after_ms)
     }
 
     /// Waits for the stream and both receivers to have the call's whole life (up to `call.ended`), and
@@ -192,6 +180,17 @@ fn assert_in_order<'a>(who: &str, envelopes: impl Iterator<Item = &'a Value>, ki
     assert_eq!(seqs, expected, "{who}: seq");
 }
 
+/// A call's events when its transferor consulted the target, then completed (API or `*2`).
+const CONSULTED_THEN_COMPLETED: [&str; 7] = [
+    "call.created",
+    "call.answered",
+    "transfer.created",
+    "transfer.ringing",
+    "transfer.answered",
+    "transfer.completed",
+    "call.ended",
+];
+
 fn of_type<'a>(got: &'a [Got], kind: &str) -> Vec<&'a Value> {
     got.iter()
         .filter(|g| g.kind == kind)
@@ -228,16 +227,7 @@ async fn p3_an_api_attended_transfer_reaches_the_stream_and_the_webhooks_and_a_r
     wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
     alice.expect_success().await;
     wait_for_bridge(&lab.node, &[BOB, CAROL]).await;
-    let kinds = [
-        "call.created",
-        "call.answered",
-        "transfer.created",
-        "transfer.ringing",
-        "transfer.answered",
-        "transfer.completed",
-        "call.ended",
-    ];
-    let got = lab.all_got(&stream, &call, &kinds).await;
+    let got = lab.all_got(&stream, &call, &CONSULTED_THEN_COMPLETED).await;
     let completed = of_type(&got, "transfer.completed")[0];
     assert_eq!(completed["transfer"]["id"], transfer["id"]);
     assert_eq!(
@@ -382,16 +372,7 @@ async fn p3_a_star_two_transfer_is_reported_as_a_dtmf_transfer() {
     wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
     alice.expect_success().await;
     wait_for_bridge(&lab.node, &[BOB, CAROL]).await;
-    let kinds = [
-        "call.created",
-        "call.answered",
-        "transfer.created",
-        "transfer.ringing",
-        "transfer.answered",
-        "transfer.completed",
-        "call.ended",
-    ];
-    let got = lab.all_got(&stream, &call, &kinds).await;
+    let got = lab.all_got(&stream, &call, &CONSULTED_THEN_COMPLETED).await;
     let created = of_type(&got, "transfer.created")[0];
     assert_eq!(
         (

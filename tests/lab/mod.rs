@@ -634,6 +634,24 @@ impl Phone {
         Phone::start(dir, node, scenario, exten, "alice", free_udp_port(), extra)
     }
 
+    /// alice calling bob (`dtmf_uac.xml`): she presses `digits` (RFC 4733) 3 s after the answer and hangs
+    /// up `hangup_after_ms` after them (0: she waits for the network's BYE).
+    pub fn presses(dir: &Path, node: &Node, digits: &str, hangup_after_ms: u32) -> Phone {
+        let hangup = hangup_after_ms.to_string();
+        let args = [
+            "-set",
+            "digits",
+            digits,
+            "-set",
+            "dtmf_after_ms",
+            "3000",
+            "-set",
+            "hangup_after_ms",
+            &hangup,
+        ];
+        Phone::caller(dir, node, "dtmf_uac.xml", "bob", &args)
+    }
+
     /// alice's phone calling bob and transferring him blind to `target` (`xfer_uac_blind.xml`); its final
     /// NOTIFY must say `status`. `extra` are more SIPp arguments (e.g. `-set talk_after_ms 2000`).
     pub fn blind_transferer(

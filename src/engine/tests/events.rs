@@ -165,11 +165,7 @@ fn p3_an_attended_api_transfer_is_created_ringing_answered_and_completed() {
 fn p3_an_api_hold_is_done_when_the_leg_has_left_the_bridge_and_unhold_when_it_is_back() {
     let mut watched = Watched::connected();
     watched.kinds();
-    let hold = Command::Hold {
-        call: TRANSFEREE.into(),
-        moh: None,
-    };
-    watched.ask(200, hold);
+    watched.ask(200, hold_bob());
     assert_eq!(watched.kinds(), ["hold.start"]);
     watched.handle(210, left_bridge(BRIDGE1, TRANSFEREE));
     assert_eq!(watched.kinds(), ["hold.ok"]);
@@ -194,11 +190,7 @@ fn p3_an_api_hold_is_done_when_the_leg_has_left_the_bridge_and_unhold_when_it_is
 fn p3_a_hold_that_asterisk_refuses_fails_and_the_leg_is_back_in_the_call() {
     let mut watched = Watched::connected();
     watched.kinds();
-    let hold = Command::Hold {
-        call: TRANSFEREE.into(),
-        moh: None,
-    };
-    watched.ask(200, hold);
+    watched.ask(200, hold_bob());
     let moh = AriRequest::StartMoh {
         channel: TRANSFEREE.into(),
         class: None,
@@ -209,13 +201,7 @@ fn p3_a_hold_that_asterisk_refuses_fails_and_the_leg_is_back_in_the_call() {
     assert_eq!(watched.kinds(), ["hold.start", "hold.fail"]);
     assert!(requests.iter().any(|r| matches!(r, AriRequest::AddToBridge { bridge, channels, .. } if bridge == BRIDGE1 && channels == &[TRANSFEREE.to_owned()])));
     // Not held any more: a new hold is accepted.
-    watched.ask(
-        300,
-        Command::Hold {
-            call: TRANSFEREE.into(),
-            moh: None,
-        },
-    );
+    watched.ask(300, hold_bob());
     assert_eq!(watched.kinds(), ["hold.start"]);
 }
 
@@ -295,6 +281,13 @@ fn p3_an_attended_refer_ends_the_consult_call_for_apps_and_its_party_keeps_who_i
 const TARGET: &str = "t-2-t";
 /// The attended API transfer's target (the feature-code machinery's).
 const API_TARGET: &str = "t-1-f1-t";
+
+fn hold_bob() -> Command {
+    Command::Hold {
+        call: TRANSFEREE.into(),
+        moh: None,
+    }
+}
 
 fn left_bridge(bridge: &str, id: &str) -> Input {
     event(
