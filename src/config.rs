@@ -504,6 +504,29 @@ impl Config {
         Ok(tokens)
     }
 
+    /// What the engine needs of the configuration; `instance` tags the ids this run creates.
+    pub fn engine(&self, instance: String) -> crate::engine::EngineConfig {
+        crate::engine::EngineConfig {
+            app: self.app.clone(),
+            instance,
+            routes: self.routes.clone(),
+            ring_timeout: self.ring_timeout,
+            recall_transferer: self.recall_transferer,
+            trunks: self.trunks.clone(),
+            metaflows: self.metaflows.clone(),
+            refer_barrier: self.refer_barrier,
+            accounts: crate::engine::Accounts {
+                ids: self.accounts.iter().map(|a| a.id.clone()).collect(),
+                endpoints: self
+                    .accounts
+                    .iter()
+                    .flat_map(|a| a.endpoints.iter().map(|e| (e.clone(), a.id.clone())))
+                    .collect(),
+                variable: self.account_variable.clone(),
+            },
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -20,7 +20,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::ari::client::{AriClient, AriError};
 use crate::ari::stream::{self, NodeSignal};
 use crate::config::Config;
-use crate::engine::{Accounts, Engine, EngineConfig, Input, NodeName, Output};
+use crate::engine::{Engine, Input, NodeName, Output};
 use crate::events::webhooks::Webhooks;
 use crate::events::Hub;
 use crate::http::{CommandRequest, Tokens};
@@ -109,25 +109,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
     }
     drop(node_tx);
 
-    let engine = Engine::new(EngineConfig {
-        app: config.app.clone(),
-        instance,
-        routes: config.routes.clone(),
-        ring_timeout: config.ring_timeout,
-        recall_transferer: config.recall_transferer,
-        trunks: config.trunks.clone(),
-        metaflows: config.metaflows.clone(),
-        refer_barrier: config.refer_barrier,
-        accounts: Accounts {
-            ids: config.accounts.iter().map(|a| a.id.clone()).collect(),
-            endpoints: config
-                .accounts
-                .iter()
-                .flat_map(|a| a.endpoints.iter().map(|e| (e.clone(), a.id.clone())))
-                .collect(),
-            variable: config.account_variable.clone(),
-        },
-    });
+    let engine = Engine::new(config.engine(instance));
     tracing::info!(nodes = clients.len(), http = %config.http_listen, "ari-transfer running");
     let shell = Shell {
         clients,
