@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use lab::{
     assert_nothing_left, bridges_by_channel_name, channel_id_named, eventually, notified, scratch,
-    serial, wait_for_bridge, wait_for_write_format, App, AppSettings, Node, Phone,
+    serial, wait_for_bridge, wait_for_write_format, App, AppSettings, Node, Phone, ALICE, BOB,
+    CAROL,
 };
 use serde_json::{json, Value};
 
@@ -33,10 +34,6 @@ endpoints = ["dave"]
 
 /// The codes of the feature-code tests, for D7's resume (`*9`).
 const METAFLOWS: &str = include_str!("fixtures/metaflows.toml");
-
-const ALICE: &str = "PJSIP/alice-";
-const BOB: &str = "PJSIP/bob-";
-const CAROL: &str = "PJSIP/carol-";
 
 struct Setup {
     node: Node,

@@ -14,16 +14,12 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use lab::{
     channel_id_named, free_tcp_port, scratch, serial, wait_for_bridge, wait_for_write_format, App,
-    AppSettings, Node, Phone,
+    AppSettings, Node, Phone, ALICE, BOB, CAROL,
 };
 use serde_json::json;
 use tokio::process::{Child, Command};
 
 const ACME_TOKEN: &str = "acme-token-for-the-console-tests";
-
-const ALICE: &str = "PJSIP/alice-";
-const BOB: &str = "PJSIP/bob-";
-const CAROL: &str = "PJSIP/carol-";
 
 const ACCOUNTS: &str = r#"
 [[accounts]]

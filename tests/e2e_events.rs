@@ -11,7 +11,7 @@ mod watch;
 
 use lab::{
     channel_id_named, notified, scratch, serial, wait_for_bridge, wait_for_write_format, App,
-    AppSettings, Node, Phone,
+    AppSettings, Node, Phone, ALICE, BOB, CAROL,
 };
 use serde_json::{json, Value};
 use watch::{Delivery, Got, Receiver, Stream};
@@ -19,10 +19,6 @@ use watch::{Delivery, Got, Receiver, Stream};
 const ACME_TOKEN: &str = "acme-token-for-the-event-tests";
 const GLOBEX_TOKEN: &str = "globex-token-for-the-event-tests";
 const METAFLOWS: &str = include_str!("fixtures/metaflows.toml");
-
-const ALICE: &str = "PJSIP/alice-";
-const BOB: &str = "PJSIP/bob-";
-const CAROL: &str = "PJSIP/carol-";
 
 struct Setup {
     node: Node,

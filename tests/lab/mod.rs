@@ -20,6 +20,11 @@ use tokio::time::{sleep, Instant};
 
 pub mod proxy;
 
+/// The lab phones' channel names begin with these (`PJSIP/alice-0000002a`).
+pub const ALICE: &str = "PJSIP/alice-";
+pub const BOB: &str = "PJSIP/bob-";
+pub const CAROL: &str = "PJSIP/carol-";
+
 pub const ARI_USER: &str = "ari-transfer";
 pub const ARI_PASSWORD: &str = "ari-transfer-dev";
 
