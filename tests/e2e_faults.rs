@@ -1,4 +1,5 @@
-//! The fault matrix, end to end (first row: a blind transfer while its target rings). The app reaches lab
+//! The fault matrix, end to end (so far: a blind transfer while its target rings, and a feature-code
+//! consultation). The app reaches lab
 //! node 1's ARI through the proxy of `lab/proxy.rs`, which answers a request with 500 itself, delays it,
 //! or cuts the events websocket. Whatever the fault, the REFERing phone gets exactly one final NOTIFY
 //! (its scenario fails on a second one or on none), nobody is left in silence (who is bridged with whom is
@@ -21,12 +22,19 @@ struct Setup {
     app: App,
 }
 
+/// The feature codes of the feature-code tests (`*2` + extension), with 201 routed to carol.
+const METAFLOWS: &str = include_str!("fixtures/metaflows.toml");
+
 async fn setup(test: &str) -> Setup {
     let node = lab::node(1);
     let dir = scratch(test);
     let proxy = AriProxy::start(&node).await;
     let mut settings = AppSettings::for_node(&node);
     settings.nodes[0].1 = proxy.url.clone();
+    settings
+        .routes
+        .insert(0, ("201".into(), "PJSIP/carol".into()));
+    settings.extra = METAFLOWS.to_owned();
     let app = App::start(&dir, &settings).await;
     Setup {
         node,
@@ -134,5 +142,47 @@ async fn f_websocket_drop_during_blind_ringing_resyncs_and_completes_the_transfe
     ] {
         assert!(metrics.contains(line), "no {line} in:\n{metrics}");
     }
+    lab.serves_the_next_transfer().await;
+}
+
+#[tokio::test]
+async fn f_500_during_feature_consultation_gives_the_transferor_the_transferee_back() {
+    let _lab = serial().await;
+    let lab = setup("f_500_feature_consultation").await;
+    Phone::register(&lab.dir, &lab.node, "carol", lab::free_udp_port()).await;
+    let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
+    // alice presses *2201 3 s after the answer, and hangs up 6 s later.
+    let alice = Phone::presses(&lab.dir, &lab.node, "*2201", 6000);
+    wait_for_bridge(&lab.node, &[ALICE, BOB]).await;
+    lab.proxy.fail(&["POST /ari/channels/", "/dial"], 500, 1);
+    lab::eventually(Duration::from_secs(10), "carol's dial to fail", || async {
+        (lab.proxy.sprung() == 1).then_some(())
+    })
+    .await;
+    // bob's music stops and he talks with alice again, until she hangs up.
+    lab::talking(&lab.node, &[ALICE, BOB], BOB).await;
+    alice.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&lab.node).await;
+    lab.serves_the_next_transfer().await;
+}
+
+#[tokio::test]
+async fn f_websocket_drop_during_feature_consultation_still_completes_it() {
+    let _lab = serial().await;
+    let lab = setup("f_ws_drop_feature_consultation").await;
+    // carol rings 2 s (the codes' target_timeout is 4 s): the app is back before she answers.
+    let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 2000, 8000).await;
+    let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
+    let alice = Phone::presses(&lab.dir, &lab.node, "*2201", 7000);
+    lab::ringing(&lab.node, CAROL).await;
+    assert_eq!(lab.proxy.drop_events(), 1, "one events websocket to cut");
+    // carol answers once the app is back: alice consults her, then hangs up, which completes it.
+    wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
+    alice.expect_success().await;
+    lab::talking(&lab.node, &[BOB, CAROL], BOB).await;
+    carol.expect_success().await;
+    bob.expect_success().await;
+    assert_nothing_left(&lab.node).await;
     lab.serves_the_next_transfer().await;
 }
