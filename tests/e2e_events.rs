@@ -298,25 +298,21 @@ async fn p3_a_blind_refer_reports_its_transfer_and_the_notifies_the_phone_got() 
     lab::ends(&lab.node, vec![carol, bob]).await;
 
     // O1: the same transfer in /metrics, counted from the engine's events and the IO shell.
-    let metrics = reqwest::get(format!("{}/metrics", lab.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        r#"ari_transfer_transfers_total{source="refer",flow="blind",outcome="completed"} 1"#,
-        "ari_transfer_refer_final_notify_seconds_count 1",
-        r#"ari_transfer_ari_request_seconds_count{node="node1",request="transfer_progress"} 2"#,
-        r#"ari_transfer_ari_request_seconds_count{node="node1",request="await_session"} 1"#,
-        r#"ari_transfer_events_total{type="transfer.notify"} 2"#,
-        r#"ari_transfer_websocket_connects_total{node="node1"} 1"#,
-        "ari_transfer_calls_in_progress 0",
-        // The flaky receiver's two 500s.
-        r#"ari_transfer_webhook_attempts_total{account="acme",outcome="failed"} 2"#,
-    ] {
-        assert!(metrics.contains(line), "no {line} in /metrics:\n{metrics}");
-    }
+    lab::assert_metrics(
+        &lab.base(),
+        &[
+            r#"ari_transfer_transfers_total{source="refer",flow="blind",outcome="completed"} 1"#,
+            "ari_transfer_refer_final_notify_seconds_count 1",
+            r#"ari_transfer_ari_request_seconds_count{node="node1",request="transfer_progress"} 2"#,
+            r#"ari_transfer_ari_request_seconds_count{node="node1",request="await_session"} 1"#,
+            r#"ari_transfer_events_total{type="transfer.notify"} 2"#,
+            r#"ari_transfer_websocket_connects_total{node="node1"} 1"#,
+            "ari_transfer_calls_in_progress 0",
+            // The flaky receiver's two 500s.
+            r#"ari_transfer_webhook_attempts_total{account="acme",outcome="failed"} 2"#,
+        ],
+    )
+    .await;
 
     // O1: every log line is one JSON object; every line about the call names it (and, from the engine,
     // its node); the transfer's own lines name the transfer; no token or secret is ever written.

@@ -130,18 +130,15 @@ async fn f_websocket_drop_during_blind_ringing_resyncs_and_completes_the_transfe
     bob.expect_success().await;
     assert_nothing_left(&lab.node).await;
     // The app saw the drop and connected again.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", lab.app.http_port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        r#"ari_transfer_websocket_connects_total{node="node1"} 2"#,
-        r#"ari_transfer_websocket_disconnects_total{node="node1"} 1"#,
-    ] {
-        assert!(metrics.contains(line), "no {line} in:\n{metrics}");
-    }
+    let base = format!("http://127.0.0.1:{}", lab.app.http_port);
+    lab::assert_metrics(
+        &base,
+        &[
+            r#"ari_transfer_websocket_connects_total{node="node1"} 2"#,
+            r#"ari_transfer_websocket_disconnects_total{node="node1"} 1"#,
+        ],
+    )
+    .await;
     lab.serves_the_next_transfer().await;
 }
 

@@ -157,6 +157,19 @@ async fn channel_field(node: &Node, prefix: &str, field: &str) -> String {
     .await
 }
 
+/// Asserts that the app's `/metrics` (at `base`, `http://127.0.0.1:PORT`) has each of `lines`.
+pub async fn assert_metrics(base: &str, lines: &[&str]) {
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("the app answers /metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    for line in lines {
+        assert!(metrics.contains(line), "no {line} in /metrics:\n{metrics}");
+    }
+}
+
 /// Waits until the channel named `prefix`... is ringing: its phone answered the INVITE with 180, so a
 /// CANCEL from now on reaches a phone that saw the call.
 pub async fn ringing(node: &Node, prefix: &str) {
