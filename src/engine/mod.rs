@@ -767,6 +767,10 @@ impl Engine {
             .retain(|(at, id)| *at != node || channels.iter().any(|c| c.id == *id));
         // Bridges are judged before any call ends here: an ending call destroys its own.
         let ours = format!("{}-", self.config.instance);
+        let bridges_seen: Vec<(String, Vec<String>)> = bridges
+            .iter()
+            .map(|b| (b.id.clone(), b.channels.clone()))
+            .collect();
         let orphans: Vec<String> = bridges
             .into_iter()
             .filter(|b| b.id.starts_with(&ours))
@@ -798,9 +802,51 @@ impl Engine {
                 None => Flow::Continue,
             });
         }
+        self.replay_missed(now, &node, &channels, &bridges_seen, out);
         for bridge in orphans {
             tracing::info!(%bridge, "destroying a bridge no call owns");
             self.one_off(node.clone(), AriRequest::DestroyBridge { bridge }, out);
+        }
+    }
+
+    /// What happened unseen while the websocket was down, read from what the re-sync shows: a call's
+    /// channel found Up has answered (a target that answered in the gap joins its call), and a call's target
+    /// found in the call's bridge has joined it (an attended move or a link confirmed in the gap). Each is a
+    /// no-op for what the call already knew; calls in key order, as for the vanished channels.
+    fn replay_missed(
+        &mut self,
+        now: Millis,
+        node: &NodeName,
+        channels: &[Channel],
+        bridges: &[(String, Vec<String>)],
+        out: &mut Vec<Output>,
+    ) {
+        let mut answered: Vec<(CallKey, &str)> = channels
+            .iter()
+            .filter(|c| c.state == "Up")
+            .filter_map(|c| Some((self.index.call_of(node, &c.id)?, c.id.as_str())))
+            .collect();
+        answered.sort_by_key(|(key, _)| *key);
+        for (key, channel) in answered {
+            self.with_call(now, key, out, |call, fx| match call.leg_of(channel) {
+                Some(leg) => call.on_answered(leg, fx),
+                None => Flow::Continue,
+            });
+        }
+        let mut joined: Vec<(CallKey, &str, &str)> = bridges
+            .iter()
+            .flat_map(|(bridge, members)| members.iter().map(move |m| (bridge.as_str(), m)))
+            .filter_map(|(bridge, m)| Some((self.index.call_of(node, m)?, bridge, m.as_str())))
+            .collect();
+        joined.sort_by_key(|(key, ..)| *key);
+        for (key, bridge, channel) in joined {
+            self.with_call(now, key, out, |call, fx| {
+                if call.bridge == bridge && call.leg_of(channel) == Some(Leg::Target) {
+                    call.on_target_joined(fx)
+                } else {
+                    Flow::Continue
+                }
+            });
         }
     }
 

@@ -565,7 +565,7 @@ impl Call {
         }
     }
 
-    fn on_answered(&mut self, leg: Leg, fx: &mut Effects) -> Flow {
+    pub(super) fn on_answered(&mut self, leg: Leg, fx: &mut Effects) -> Flow {
         match (&self.phase, leg) {
             (Phase::Dialing { .. }, Leg::Party(1)) => self.on_callee_answered(fx),
             (Phase::Transferring(_), Leg::Target) => self.on_target_answered(fx),

@@ -17,7 +17,7 @@ pub(super) fn app_channel(id: &str, args: &str) -> Channel {
     serde_json::from_value(value).unwrap()
 }
 
-fn bridge_of(id: &str, name: &str, channels: &[&str]) -> Bridge {
+pub(super) fn bridge_of(id: &str, name: &str, channels: &[&str]) -> Bridge {
     serde_json::from_value(json!({"id": id, "name": name, "channels": channels})).unwrap()
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::adopt::{app_channel, synced};
+use super::adopt::{app_channel, bridge_of, synced};
 use super::*;
 
 /// Call 1: CALLER (party 0) dialed bob, whose leg `t-1-b` (party 1) answered; bridge `t-1-bridge`.
@@ -686,6 +686,63 @@ fn b6_the_transferer_and_the_target_vanished_calls_the_transferer_back_for_the_t
     // Both are reported, not only the transferer (whose absence alone lets the target ring on): the
     // target's failure after the transferer left is B6's, and the transferee is still there.
     assert_eq!(requests(&out), vec![recall_created()]);
+}
+
+#[test]
+fn b1_a_target_that_answered_while_the_app_was_away_joins_the_transferee_at_the_resync() {
+    let mut engine = blind_pending(CALLER);
+    // carol answered during the gap: her ChannelStateChange never came; the re-sync shows her Up.
+    let out = resynced_with(&mut engine, 5_000, &[CALLER, TRANSFEREE, TARGET]);
+    assert_eq!(
+        requests(&out),
+        vec![
+            stop_ringback(),
+            add(BRIDGE1, TARGET),
+            progress(CALLER, TransferProgress::Answered),
+        ]
+    );
+    assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
+    // Her state change, queued behind the re-sync, changes nothing.
+    assert!(requests(&engine.handle(5_001, state_change(TARGET, "Up"))).is_empty());
+}
+
+#[test]
+fn b1_a_target_still_ringing_at_the_resync_rings_on() {
+    let mut engine = blind_pending(CALLER);
+    let mut ringing = app_channel(TARGET, "dialed");
+    ringing.state = "Ringing".into();
+    let channels = vec![app_channel(CALLER, ""), app_channel(TRANSFEREE, ""), ringing];
+    let out = engine.handle(5_000, synced(channels, vec![]));
+    assert!(requests(&out).is_empty(), "{out:?}");
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
+}
+
+#[test]
+fn a1_a_move_confirmed_while_the_app_was_away_completes_at_the_resync() {
+    let mut engine = attended_pending(CALLER, CONSULT, true);
+    // The consulted party entered bridge1 during the gap: the re-sync shows it there.
+    let present = [CALLER, CONSULT, TRANSFEREE, CONSULTED];
+    let channels = present.iter().map(|id| app_channel(id, "")).collect();
+    let bridges = vec![bridge_of(BRIDGE1, "", &[TRANSFEREE, CONSULTED])];
+    let out = engine.handle(5_000, synced(channels, bridges));
+    assert_eq!(
+        terminal_reports(&out),
+        vec![progress(CALLER, TransferProgress::Answered)]
+    );
+    assert!(requests(&out).contains(&AriRequest::DestroyBridge {
+        bridge: BRIDGE2.into()
+    }));
+    assert_eq!(engine.phase_of(NODE, CONSULTED), Some(CallPhase::Connected));
+}
+
+#[test]
+fn r1_a_callee_that_answered_while_the_app_was_away_is_bridged_at_the_resync() {
+    let (mut engine, callee) = dialing();
+    let out = resynced_with(&mut engine, 5_000, &[CALLER, &callee]);
+    assert!(requests(&out).contains(&AriRequest::Answer {
+        channel: CALLER.into()
+    }));
+    assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Connected));
 }
 
 #[test]
