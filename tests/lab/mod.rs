@@ -173,14 +173,19 @@ pub async fn assert_metrics(base: &str, lines: &[&str]) {
 /// Waits until the channel named `prefix`... is ringing: its phone answered the INVITE with 180, so a
 /// CANCEL from now on reaches a phone that saw the call.
 pub async fn ringing(node: &Node, prefix: &str) {
-    let what = format!("{prefix}... to ring");
+    in_state(node, prefix, "Ringing").await
+}
+
+/// Waits until the channel named `prefix`... is in `state` (`Ringing`, `Up`) in Asterisk.
+pub async fn in_state(node: &Node, prefix: &str, state: &str) {
+    let what = format!("{prefix}... to be {state}");
     eventually(Duration::from_secs(10), &what, || async {
         let channels = ari_get(node, "/channels").await;
         channels
             .as_array()?
             .iter()
             .any(|c| {
-                c["name"].as_str().is_some_and(|n| n.starts_with(prefix)) && c["state"] == "Ringing"
+                c["name"].as_str().is_some_and(|n| n.starts_with(prefix)) && c["state"] == state
             })
             .then_some(())
     })

@@ -169,6 +169,18 @@ impl AriProxy {
         events.len()
     }
 
+    /// Cuts every events websocket and refuses new ones (503) until [`AriProxy::heal`]: a gap in which the
+    /// app hears nothing from the node (its REST requests still pass); how many it cut.
+    pub fn cut_events(&self) -> usize {
+        self.fail(&["GET /ari/events"], 503, usize::MAX);
+        self.drop_events()
+    }
+
+    /// Disarms every fault: the requests from now on pass.
+    pub fn heal(&self) {
+        self.faults.lock().unwrap().armed.clear();
+    }
+
     /// Holds the next request whose request line contains every one of `pieces` (e.g. `/addChannel?` and a
     /// channel id), until the returned [`HeldRequest`] is released or dropped.
     pub fn hold(&self, pieces: &[&str]) -> HeldRequest {

@@ -711,7 +711,11 @@ fn b1_a_target_still_ringing_at_the_resync_rings_on() {
     let mut engine = blind_pending(CALLER);
     let mut ringing = app_channel(TARGET, "dialed");
     ringing.state = "Ringing".into();
-    let channels = vec![app_channel(CALLER, ""), app_channel(TRANSFEREE, ""), ringing];
+    let channels = vec![
+        app_channel(CALLER, ""),
+        app_channel(TRANSFEREE, ""),
+        ringing,
+    ];
     let out = engine.handle(5_000, synced(channels, vec![]));
     assert!(requests(&out).is_empty(), "{out:?}");
     assert_eq!(engine.phase_of(NODE, CALLER), Some(CallPhase::Transferring));
