@@ -113,6 +113,45 @@ impl Setup {
         Phone::presses(&self.dir, &self.node, digits, hangup_after_ms)
     }
 
+    /// O1: every log line is one JSON object; every line about a call names it and its node; the
+    /// lines of transfer `transfer_id` are its "transfer created" and "transfer over"; no token or
+    /// secret is ever written.
+    fn assert_json_logs(&self, transfer_id: &str) {
+        let log = std::fs::read_to_string(&self.app.stderr_path).unwrap();
+        let lines: Vec<Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let about_calls: Vec<&Value> = lines
+            .iter()
+            .filter(|l| {
+                let target = l["target"].as_str().unwrap_or_default();
+                target.starts_with("ari_transfer::engine")
+                    || target.starts_with("ari_transfer::runtime::lanes")
+            })
+            .collect();
+        assert!(about_calls.len() > 10, "{log}");
+        for line in &about_calls {
+            assert!(line["call"].is_string(), "no call key: {line}");
+            assert!(
+                line["node"].is_string() || line["span"]["node"].is_string(),
+                "no node: {line}"
+            );
+        }
+        let of_transfer: Vec<&&Value> = about_calls
+            .iter()
+            .filter(|l| l["transfer"] == transfer_id)
+            .collect();
+        let messages: Vec<&str> = of_transfer
+            .iter()
+            .map(|l| l["message"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(messages, ["transfer created", "transfer over"], "{log}");
+        for secret in [ACME_TOKEN, GLOBEX_TOKEN, lab::ARI_PASSWORD] {
+            assert!(!log.contains(secret), "a secret in the log");
+        }
+    }
+
     /// Waits for the stream and both receivers to have the call's whole life (up to `call.ended`), and
     /// checks each has exactly `kinds`, in order, numbered 1, 2, 3..., every webhook signed.
     async fn all_got(&self, stream: &Stream, call: &str, kinds: &[&str]) -> Vec<Got> {
@@ -254,6 +293,8 @@ async fn p3_an_api_attended_transfer_reaches_the_stream_and_the_webhooks_and_a_r
     );
     assert!(!missed.is_empty());
     lab::ends(&lab.node, vec![carol, bob]).await;
+    // The lines of the API's commands, and of its timers, name the call and its node too.
+    lab.assert_json_logs(transfer["id"].as_str().unwrap());
 }
 
 #[tokio::test]
@@ -314,42 +355,7 @@ async fn p3_a_blind_refer_reports_its_transfer_and_the_notifies_the_phone_got() 
     )
     .await;
 
-    // O1: every log line is one JSON object; every line about the call names it (and, from the engine,
-    // its node); the transfer's own lines name the transfer; no token or secret is ever written.
-    let log = std::fs::read_to_string(&lab.app.stderr_path).unwrap();
-    let lines: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let transfer_id = created["transfer"]["id"].as_str().unwrap();
-    let about_calls: Vec<&Value> = lines
-        .iter()
-        .filter(|l| {
-            let target = l["target"].as_str().unwrap_or_default();
-            target.starts_with("ari_transfer::engine")
-                || target.starts_with("ari_transfer::runtime::lanes")
-        })
-        .collect();
-    assert!(about_calls.len() > 10, "{log}");
-    for line in &about_calls {
-        assert!(line["call"].is_string(), "no call key: {line}");
-        assert!(
-            line["node"].is_string() || line["span"]["node"].is_string(),
-            "no node: {line}"
-        );
-    }
-    let of_transfer: Vec<&&Value> = about_calls
-        .iter()
-        .filter(|l| l["transfer"] == transfer_id)
-        .collect();
-    let messages: Vec<&str> = of_transfer
-        .iter()
-        .map(|l| l["message"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(messages, ["transfer created", "transfer over"], "{log}");
-    for secret in [ACME_TOKEN, GLOBEX_TOKEN, lab::ARI_PASSWORD] {
-        assert!(!log.contains(secret), "a secret in the log");
-    }
+    lab.assert_json_logs(created["transfer"]["id"].as_str().unwrap());
 }
 
 #[tokio::test]

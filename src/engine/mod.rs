@@ -911,6 +911,8 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        // Every line logged about the call carries its node, whatever the input (a timer, an API command).
+        let _node = tracing::info_span!("call", node = %call.node).entered();
         let before = call.channels();
         let first_output = out.len();
         let mut fx = Effects {
