@@ -80,6 +80,18 @@ impl Setup {
         Phone::caller(&self.dir, &self.node, "xfer_uac_attended.xml", "bob", &keys)
     }
 
+    /// A failed attended transfer: alice is told 503 and talks with bob again; her consult call is over
+    /// (carol and the consult leg hung up); every scenario passes and nothing is left on the proxied node.
+    async fn given_back(&self, alice: Phone, consulted: Consulted, bob: Phone) {
+        alice.wait_logged("TRANSFER result").await;
+        wait_for_bridge(&self.node, &[ALICE, BOB]).await;
+        assert_eq!(alice.finish().await, notified(503));
+        consulted.consult.expect_success().await;
+        consulted.carol.expect_success().await;
+        bob.expect_success().await;
+        assert_nothing_left(&self.node).await;
+    }
+
     /// bob answers alice, who REFERs him to carol 2 s later and expects the final NOTIFY `status`;
     /// returns once alice and bob talk, before the REFER.
     async fn blind(&self, status: &str) -> (Phone, Phone) {
@@ -199,24 +211,45 @@ async fn f_500_during_feature_consultation_gives_the_transferor_the_transferee_b
     lab.serves_the_next_transfer().await;
 }
 
-#[tokio::test]
-async fn f_websocket_drop_during_feature_consultation_still_completes_it() {
-    let _lab = serial().await;
-    let lab = setup("f_ws_drop_feature_consultation").await;
-    // carol rings 2 s (the codes' target_timeout is 4 s): the app is back before she answers.
-    let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 2000, 8000).await;
+/// A feature-code consultation that completes although carol's dial meets `fault` (armed once alice
+/// and bob talk, before alice presses `*2201`): alice consults carol (who rings `carol_rings_ms`), hangs
+/// up, and bob and carol talk; nothing is left, and the proxy's faults sprang `sprung` times.
+async fn feature_consultation_survives(
+    test: &str,
+    (carol_rings_ms, sprung): (u32, usize),
+    fault: impl AsyncFnOnce(&Setup),
+) {
+    let lab = setup(test).await;
+    let carol =
+        Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", carol_rings_ms, 8000).await;
     let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
+    // alice presses *2201 3 s after the answer, and hangs up 7 s later.
     let alice = Phone::presses(&lab.dir, &lab.node, "*2201", 7000);
-    lab::ringing(&lab.node, CAROL).await;
-    assert_eq!(lab.proxy.drop_events(), 1, "one events websocket to cut");
-    // carol answers once the app is back: alice consults her, then hangs up, which completes it.
+    wait_for_bridge(&lab.node, &[ALICE, BOB]).await;
+    fault(&lab).await;
     wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
     alice.expect_success().await;
     lab::talking(&lab.node, &[BOB, CAROL], BOB).await;
     carol.expect_success().await;
     bob.expect_success().await;
     assert_nothing_left(&lab.node).await;
+    assert_eq!(
+        lab.proxy.sprung(),
+        sprung,
+        "requests the faults answered or delayed"
+    );
     lab.serves_the_next_transfer().await;
+}
+
+#[tokio::test]
+async fn f_websocket_drop_during_feature_consultation_still_completes_it() {
+    let _lab = serial().await;
+    // carol rings 2 s (the codes' target_timeout is 4 s): the app is back before she answers.
+    feature_consultation_survives("f_ws_drop_feature_consultation", (2000, 0), async |lab| {
+        lab::ringing(&lab.node, CAROL).await;
+        assert_eq!(lab.proxy.drop_events(), 1, "one events websocket to cut");
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -242,25 +275,12 @@ async fn f_websocket_gap_during_blind_ringing_a_target_answering_unseen_is_joine
 #[tokio::test]
 async fn f_delay_during_feature_consultation_still_completes_it() {
     let _lab = serial().await;
-    let lab = setup("f_delay_feature_consultation").await;
-    let carol = Phone::answers_then_hangs_up(&lab.dir, &lab.node, "carol", 500, 8000).await;
-    let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
-    let alice = Phone::presses(&lab.dir, &lab.node, "*2201", 7000);
-    wait_for_bridge(&lab.node, &[ALICE, BOB]).await;
-    // carol's dial reaches Asterisk 1.5 s late (the codes' target_timeout is 4 s).
-    lab.proxy.delay(
-        &["POST /ari/channels/", "/dial"],
-        Duration::from_millis(1500),
-        1,
-    );
-    wait_for_bridge(&lab.node, &[ALICE, CAROL]).await;
-    alice.expect_success().await;
-    lab::talking(&lab.node, &[BOB, CAROL], BOB).await;
-    carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&lab.node).await;
-    assert_eq!(lab.proxy.sprung(), 1, "the fault delayed carol's dial");
-    lab.serves_the_next_transfer().await;
+    feature_consultation_survives("f_delay_feature_consultation", (500, 1), async |lab| {
+        // carol's dial reaches Asterisk 1.5 s late (the codes' target_timeout is 4 s).
+        let dial = ["POST /ari/channels/", "/dial"];
+        lab.proxy.delay(&dial, Duration::from_millis(1500), 1);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -273,14 +293,7 @@ async fn f_500_during_attended_move_tells_the_phone_503_and_gives_the_transferer
     lab.proxy.fail(&["/addChannel?", &carol_channel], 500, 2);
     let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
     let alice = lab.attended_refer(&consulted, "503");
-    alice.wait_logged("TRANSFER result").await;
-    // alice talks with bob again; her consult call is over (carol and the consult leg hung up).
-    wait_for_bridge(&lab.node, &[ALICE, BOB]).await;
-    assert_eq!(alice.finish().await, notified(503));
-    consulted.consult.expect_success().await;
-    consulted.carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&lab.node).await;
+    lab.given_back(alice, consulted, bob).await;
     assert_eq!(
         lab.proxy.sprung(),
         2,
@@ -361,13 +374,7 @@ async fn f_500_during_cross_node_link_tells_the_phone_503_and_gives_the_transfer
     lab.proxy.fail(&LINK_DIAL, 500, 1);
     let bob = Phone::callee(&lab.dir, &lab.node, "bob", "uas_answer.xml", &[]).await;
     let alice = lab.attended_refer(&consulted, "503");
-    alice.wait_logged("TRANSFER result").await;
-    wait_for_bridge(&lab.node, &[ALICE, BOB]).await;
-    assert_eq!(alice.finish().await, notified(503));
-    consulted.consult.expect_success().await;
-    consulted.carol.expect_success().await;
-    bob.expect_success().await;
-    assert_nothing_left(&lab.node).await;
+    lab.given_back(alice, consulted, bob).await;
     assert_nothing_left(&node2).await;
     assert_eq!(lab.proxy.sprung(), 1, "the fault answered the link's dial");
     lab.serves_the_next_transfer().await;

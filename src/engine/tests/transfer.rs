@@ -131,18 +131,21 @@ pub(super) fn terminal_reports(outputs: &[Output]) -> Vec<AriRequest> {
         .collect()
 }
 
+/// What a blind target's answer brings: the ringback stops, the target joins the transferee, the
+/// transferer is told 200.
+fn target_joins() -> Vec<AriRequest> {
+    vec![
+        stop_ringback(),
+        add(BRIDGE1, TARGET),
+        progress(CALLER, TransferProgress::Answered),
+    ]
+}
+
 #[test]
 fn b1_blind_target_answers_joins_the_transferee_and_the_transferer_is_hung_up() {
     let mut engine = blind_pending(CALLER);
     let out = engine.handle(1_500, state_change(TARGET, "Up"));
-    assert_eq!(
-        requests(&out),
-        vec![
-            stop_ringback(),
-            add(BRIDGE1, TARGET),
-            progress(CALLER, TransferProgress::Answered),
-        ]
-    );
+    assert_eq!(requests(&out), target_joins());
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
     // The transferer's phone gets a moment to hang up by itself, then the app hangs it up.
     assert_eq!(engine.poll_timeout(), Some(2_500));
@@ -693,14 +696,7 @@ fn b1_a_target_that_answered_while_the_app_was_away_joins_the_transferee_at_the_
     let mut engine = blind_pending(CALLER);
     // carol answered during the gap: her ChannelStateChange never came; the re-sync shows her Up.
     let out = resynced_with(&mut engine, 5_000, &[CALLER, TRANSFEREE, TARGET]);
-    assert_eq!(
-        requests(&out),
-        vec![
-            stop_ringback(),
-            add(BRIDGE1, TARGET),
-            progress(CALLER, TransferProgress::Answered),
-        ]
-    );
+    assert_eq!(requests(&out), target_joins());
     assert_eq!(engine.phase_of(NODE, TARGET), Some(CallPhase::Connected));
     // Her state change, queued behind the re-sync, changes nothing.
     assert!(requests(&engine.handle(5_001, state_change(TARGET, "Up"))).is_empty());
