@@ -767,15 +767,11 @@ impl Engine {
             .retain(|(at, id)| *at != node || channels.iter().any(|c| c.id == *id));
         // Bridges are judged before any call ends here: an ending call destroys its own.
         let ours = format!("{}-", self.config.instance);
-        let bridges_seen: Vec<(String, Vec<String>)> = bridges
-            .iter()
-            .map(|b| (b.id.clone(), b.channels.clone()))
-            .collect();
         let orphans: Vec<String> = bridges
-            .into_iter()
+            .iter()
             .filter(|b| b.id.starts_with(&ours))
             .filter(|b| !self.calls.values().any(|call| call.owns_bridge(&b.id)))
-            .map(|b| b.id)
+            .map(|b| b.id.clone())
             .collect();
         let present: HashSet<&str> = channels.iter().map(|c| c.id.as_str()).collect();
         let mut vanished: Vec<(CallKey, String)> = self
@@ -802,7 +798,7 @@ impl Engine {
                 None => Flow::Continue,
             });
         }
-        self.replay_missed(now, &node, &channels, &bridges_seen, out);
+        self.replay_missed(now, &node, &channels, &bridges, out);
         for bridge in orphans {
             tracing::info!(%bridge, "destroying a bridge no call owns");
             self.one_off(node.clone(), AriRequest::DestroyBridge { bridge }, out);
@@ -818,7 +814,7 @@ impl Engine {
         now: Millis,
         node: &NodeName,
         channels: &[Channel],
-        bridges: &[(String, Vec<String>)],
+        bridges: &[Bridge],
         out: &mut Vec<Output>,
     ) {
         let mut answered: Vec<(CallKey, &str)> = channels
@@ -835,7 +831,7 @@ impl Engine {
         }
         let mut joined: Vec<(CallKey, &str, &str)> = bridges
             .iter()
-            .flat_map(|(bridge, members)| members.iter().map(move |m| (bridge.as_str(), m)))
+            .flat_map(|b| b.channels.iter().map(move |m| (b.id.as_str(), m)))
             .filter_map(|(bridge, m)| Some((self.index.call_of(node, m)?, bridge, m.as_str())))
             .collect();
         joined.sort_by_key(|(key, ..)| *key);
